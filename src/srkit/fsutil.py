@@ -1,0 +1,63 @@
+"""Crash-safe file writing shared by every part of srkit that writes files.
+
+A file is written under a hidden temporary name in its destination folder (so a crash leaves no
+half-written file under the real name, and image listings skip it), flushed and fsynced, given
+the permissions a normal ``open()`` would give, then renamed over the destination; the folder is
+fsynced so the rename survives a power cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _default_mode() -> int:
+    # mkstemp creates files 0600; give them what open() would (0666 minus the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+    """Create ``path`` by calling ``write(temporary_path)`` and renaming the result into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    os.close(handle)
+    temporary = Path(temporary_name)
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        os.chmod(temporary, _default_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    fsync_directory(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda temporary: temporary.write_bytes(payload))
+
+
+def fsync_directory(folder: str | os.PathLike[str]) -> None:
+    """Make renames inside ``folder`` durable (no-op where folders cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
