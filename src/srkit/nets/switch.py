@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -310,6 +311,7 @@ class Switch(nn.Module):
         self._usage_filled = False
         self._last_specificity: torch.Tensor | None = None
         self._last_usage: torch.Tensor | None = None
+        self._last_attention: torch.Tensor | None = None
         self.register_load_state_dict_post_hook(_recheck_after_load)
 
     # -- trainer hooks -------------------------------------------------------------------------
@@ -385,6 +387,18 @@ class Switch(nn.Module):
         self._last_specificity = top.mean()
         counts = torch.bincount(attention.argmax(1).flatten(), minlength=n)
         self._last_usage = counts.float() / counts.sum()
+        self._last_attention = attention[:1]  # first image, for training pictures
+
+    def training_pictures(self) -> dict[str, Any]:
+        """Attention of the first image of the last training forward as pictures (HWC uint8):
+        the winning transform per pixel in colour (legend below) and the winning weight in grey."""
+        if self._last_attention is None:
+            return {}
+        from srkit.nets.attention import attention_pictures
+
+        pictures = attention_pictures(self._last_attention[0].permute(1, 2, 0))
+        prefix = self.stats_prefix
+        return {f"{prefix}_attention": pictures["argmax"], f"{prefix}_max_weight": pictures["max_weight"]}
 
     def _check_eval_temperature(self) -> None:
         self._eval_check_pending = False
