@@ -1,0 +1,662 @@
+"""Typed run configuration: YAML -> validated, frozen pydantic model.
+
+Every key has exactly one home here (or, for networks, in the constructor signature of the
+network in ``srkit.nets``), a type, a default and a description. From this schema come the
+validation messages users see, the generated reference ``docs/config.md`` and the JSON schema
+``docs/config.schema.json`` (``srkit schema``).
+
+Network sections are derived from the registry: ``networks.<name>`` takes a ``type`` and the
+keyword arguments of that network's constructor, plus the common keys of
+:class:`NetworkBase`. Loss-term sections come from the loss registry in the same way.
+
+Errors are :class:`srkit.errors.ConfigError` with one line naming the file, the full key path and
+what is wrong (with the closest valid key for typos).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, create_model
+
+from srkit.errors import ConfigError, closest
+from srkit.losses.base import StrictModel, loss_entries
+from srkit.nets.registry import _REGISTRY, NetworkEntry
+
+# Constructor arguments that come from the run, not from the network's own section.
+INJECTED_ARGUMENTS = {"scale": "the top-level `scale`"}
+
+
+# --------------------------------------------------------------------------- data
+
+
+class TrainDataConfig(StrictModel):
+    """Training images."""
+
+    hr: Path = Field(description="Folder of high-resolution (target) images, searched recursively.")
+    lr: Path | None = Field(
+        None,
+        description="Folder of low-resolution images matched to `hr` by file name; null = LR "
+        "made on the fly from HR by MATLAB-compatible bicubic downscaling.",
+    )
+    patch_size: int = Field(
+        128, gt=0, description="Side of the square HR training patch in pixels."
+    )
+    batch_size: int = Field(
+        16,
+        gt=0,
+        description="Images per optimizer step, summed over all processes (global batch); "
+        "split into `train.megabatch` chunks.",
+    )
+    workers: int = Field(2, ge=0, description="DataLoader worker processes per training process.")
+    flips: bool = Field(True, description="Random horizontal and vertical flips.")
+    rotations: bool = Field(True, description="Random 90-degree rotations.")
+    cache_images: bool = Field(
+        False, description="Keep decoded images in memory (per worker); for small datasets."
+    )
+
+
+class ValDataConfig(StrictModel):
+    """Validation images (whole images, fixed order)."""
+
+    hr: Path = Field(description="Folder of high-resolution validation images.")
+    lr: Path | None = Field(
+        None, description="Folder of matching LR images; null = made by bicubic downscaling."
+    )
+    max_images: int | None = Field(
+        None, gt=0, description="Validate on at most this many images (the first, sorted)."
+    )
+    sheet_images: int = Field(
+        3, ge=0, description="How many validation images appear in the LR | SR | HR picture sheet."
+    )
+    y_channel: bool = Field(
+        True, description="Compute PSNR/SSIM on the BT.601 Y channel (SR literature); else RGB."
+    )
+    crop_border: int | None = Field(
+        None, ge=0, description="Pixels cropped from each border before metrics; null = scale."
+    )
+
+
+class DataConfig(StrictModel):
+    train: TrainDataConfig
+    val: ValDataConfig | None = Field(None, description="Validation data; null = no validation.")
+
+
+# --------------------------------------------------------------------------- training
+
+
+class _ScheduleBase(StrictModel):
+    warmup: int = Field(0, ge=0, description="Steps of linear learning-rate warm-up from 0.")
+
+
+class ConstantSchedule(_ScheduleBase):
+    """Constant learning rate (after the warm-up)."""
+
+    type: Literal["constant"] = "constant"
+
+
+class MultiStepSchedule(_ScheduleBase):
+    """Multiply the learning rate by `gamma` at each milestone; optional restarts."""
+
+    type: Literal["multistep"] = "multistep"
+    milestones: list[int] = Field(default_factory=list, description="Steps at which lr *= gamma.")
+    gamma: float = Field(0.5, gt=0, description="Decay factor at each milestone.")
+    restarts: list[int] = Field(
+        default_factory=list,
+        description="Steps at which the decay restarts (lr back to base * restart weight).",
+    )
+    restart_weights: list[float] = Field(
+        default_factory=list,
+        description="Base-lr multiplier after each restart; default 1 for every restart.",
+    )
+
+
+class CosineSchedule(_ScheduleBase):
+    """Cosine annealing with restarts: one cosine period after another."""
+
+    type: Literal["cosine"] = "cosine"
+    periods: list[int] = Field(description="Length in steps of each cosine period.")
+    restart_weights: list[float] = Field(
+        default_factory=list,
+        description="Peak-lr multiplier of each period; default 1 for every period.",
+    )
+    eta_min: float = Field(1e-7, ge=0, description="Learning rate at the bottom of each period.")
+
+
+ScheduleConfig = Annotated[
+    ConstantSchedule | MultiStepSchedule | CosineSchedule, Field(discriminator="type")
+]
+
+
+class OptimizerConfig(StrictModel):
+    """Adam (AdamW when weight_decay > 0) settings of one trained network."""
+
+    lr: float = Field(1e-4, gt=0, description="Base learning rate.")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="Adam beta1, beta2.")
+    eps: float = Field(1e-8, gt=0, description="Adam epsilon.")
+    weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay (AdamW).")
+    schedule: ScheduleConfig | None = Field(
+        None, description="This network's schedule; null = `train.schedule`."
+    )
+
+
+class EMAConfig(StrictModel):
+    """Exponential moving average of the generator's weights."""
+
+    decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per step.")
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Steps over which the decay ramps linearly from 0 to `decay` (early "
+        "weights are poor, so the average should not remember them for long).",
+    )
+    validate_raw: bool = Field(
+        True, description="Also validate the raw (non-EMA) generator when EMA is on."
+    )
+
+
+class NoiseConfig(StrictModel):
+    """Gaussian noise added to both discriminator inputs, decaying linearly."""
+
+    start: float = Field(ge=0, description="Noise standard deviation at step 0.")
+    floor: float = Field(0.0, ge=0, description="Standard deviation after `until`.")
+    until: int = Field(gt=0, description="Step at which the deviation reaches `floor`.")
+
+
+class TrainConfig(StrictModel):
+    """The training loop."""
+
+    iterations: int = Field(gt=0, description="Total optimizer steps.")
+    megabatch: int = Field(
+        1,
+        gt=0,
+        description="Gradient accumulation: each step's batch is split into this many equal "
+        "chunks, each run forward/backward before one optimizer step.",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32, bf16 autocast (CPU/GPU), or fp16 autocast + grad scaler (GPU)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if available.")
+    generator_input: str = Field(
+        "lr", description="Tensor expression fed to the generator (e.g. `up(lr)`)."
+    )
+    optim: dict[str, OptimizerConfig] = Field(
+        default_factory=dict,
+        description="Optimizer per trained network name; a network not listed gets the defaults.",
+    )
+    schedule: ScheduleConfig = Field(
+        default_factory=ConstantSchedule, description="Learning-rate schedule of every network."
+    )
+    ema: EMAConfig | None = Field(None, description="EMA of the generator; null = off.")
+    grad_clip: float | None = Field(
+        None, gt=0, description="Clip each network's gradient norm to this value; null = off."
+    )
+    d_update_ratio: int = Field(1, gt=0, description="Train the generator every k-th step.")
+    d_init_iters: int = Field(0, ge=0, description="Steps before the generator trains at all.")
+    g_warmup: int = Field(0, ge=0, description="Steps before the discriminators train.")
+    d_noise: NoiseConfig | None = Field(None, description="Instance noise for discriminators.")
+    deterministic: bool = Field(
+        False, description="Deterministic kernels (slower); with a fixed seed runs repeat exactly."
+    )
+    channels_last: bool = Field(False, description="Use channels_last memory format.")
+    compile: bool = Field(False, description="torch.compile the trained networks.")
+
+
+class LoggingConfig(StrictModel):
+    print_every: int = Field(50, gt=0, description="Steps between console/TensorBoard scalars.")
+    val_every: int = Field(1000, gt=0, description="Steps between validations.")
+    checkpoint_every: int = Field(1000, gt=0, description="Steps between checkpoints.")
+    image_every: int = Field(500, gt=0, description="Steps between training pictures.")
+    keep_checkpoints: int = Field(3, gt=0, description="Keep only the newest k checkpoints.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files.")
+    progress_bar: bool = Field(True, description="Show a progress bar (when on a terminal).")
+
+
+# --------------------------------------------------------------------------- networks
+
+
+class NetworkBase(StrictModel):
+    """Keys every network section has besides its own hyper-parameters."""
+
+    init: Path | None = Field(
+        None,
+        description="Weights to start from: an srkit checkpoint folder, a .safetensors or a "
+        ".pth/.pt state dict.",
+    )
+    init_strict: bool = Field(True, description="Require every weight of `init` to match.")
+
+
+def _docstring_arguments(doc: str) -> dict[str, str]:
+    """Parse a Google-style ``Args:`` section into {argument: one-line description}."""
+    descriptions: dict[str, str] = {}
+    in_args = False
+    current: str | None = None
+    indent = None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped in ("Args:", "Arguments:", "Parameters:"):
+            in_args, current, indent = True, None, None
+            continue
+        if not in_args:
+            continue
+        if not stripped:
+            continue
+        line_indent = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = line_indent
+        if line_indent < indent:
+            in_args = False
+            continue
+        match = re.match(r"^(\w+)\s*(\([^)]*\))?\s*:\s*(.*)$", stripped)
+        if line_indent == indent and match:
+            current = match.group(1)
+            descriptions[current] = match.group(3)
+        elif current:
+            descriptions[current] += " " + stripped
+    return descriptions
+
+
+def constructor_arguments(entry: NetworkEntry) -> dict[str, tuple[Any, Any, str]]:
+    """{argument: (annotation, default or ..., description)} of a network constructor."""
+    target = entry.constructor.__init__ if inspect.isclass(entry.constructor) else entry.constructor
+    signature = inspect.signature(target)
+    hints = typing.get_type_hints(target)
+    docs = _docstring_arguments(inspect.getdoc(entry.constructor) or "")
+    arguments = {}
+    for name, parameter in signature.parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        arguments[name] = (hints.get(name, Any), default, docs.get(name, ""))
+    return arguments
+
+
+def _network_model(entry: NetworkEntry) -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        "type": (Literal[entry.name], Field(description=f"{entry.role}: {entry.summary}")),
+    }
+    for name, (annotation, default, description) in constructor_arguments(entry).items():
+        if name in INJECTED_ARGUMENTS:
+            continue
+        fields[name] = (annotation, Field(default, description=description))
+    class_name = "".join(p.capitalize() for p in re.split(r"[^a-zA-Z0-9]", entry.name)) + "Network"
+    model = create_model(class_name, __base__=NetworkBase, **fields)
+    model.__doc__ = f"`type: {entry.name}` ({entry.role}). {entry.summary}"
+    return model
+
+
+def _tagged_union(models: list[type[BaseModel]]) -> Any:
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[tuple(models)], Field(discriminator="type")]  # noqa: UP007
+
+
+class RunConfigBase(StrictModel):
+    """One training run."""
+
+    name: str = Field(description="Run name; the run folder is `<output_dir>/<name>`.")
+    scale: Literal[1, 2, 3, 4, 8] = Field(4, description="Super-resolution factor.")
+    seed: int = Field(0, description="Seed of every random choice (weights, data, augmentation).")
+    output_dir: Path = Field(Path("experiments"), description="Parent folder of run folders.")
+    data: DataConfig
+    train: TrainConfig
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+@functools.cache
+def config_model() -> type[RunConfigBase]:
+    """The full config model, built once from the network and loss registries."""
+    import srkit.nets  # noqa: F401  (registers every network)
+
+    network_models = [_network_model(entry) for entry in _REGISTRY.values()]
+    loss_models = [entry.config_class for entry in loss_entries().values()]
+    model = create_model(
+        "Config",
+        __base__=RunConfigBase,
+        networks=(
+            dict[str, _tagged_union(network_models)],
+            Field(
+                description="Networks by name. `generator` is required; discriminators and "
+                "frozen helper networks (views) are named freely."
+            ),
+        ),
+        losses=(
+            list[_tagged_union(loss_models)],
+            Field(description="Weighted loss terms of the generator objective."),
+        ),
+    )
+    model.__doc__ = RunConfigBase.__doc__
+    return model
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to the raw config mapping in place."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set '{override}': expected KEY=VALUE, e.g. train.iterations=1000")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                where = ".".join(parts[:depth]) or "<top>"
+                raise ConfigError(
+                    f"--set '{override}': {where} is a list of {len(node)}; use an index 0..{len(node) - 1}"
+                )
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            where = ".".join(parts[:depth])
+            raise ConfigError(f"--set '{override}': {where} is a value, not a section")
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfigBase:
+    """Read, override and validate a config file; raise ConfigError with one line on problems."""
+    path = Path(path)
+    raw = read_yaml(path)
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict[str, Any], source: str = "<config>") -> RunConfigBase:
+    model = config_model()
+    try:
+        config = model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, model)}") from None
+    check_config(config, source)
+    return config
+
+
+def dump_config(config: BaseModel) -> str:
+    """The resolved config as YAML (every default written out)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _strip(annotation: Any) -> Any:
+    """Remove Annotated/Optional wrappers around an annotation."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+        return annotation
+
+
+def _union_members(annotation: Any) -> list[type[BaseModel]]:
+    annotation = _strip(annotation)
+    if typing.get_origin(annotation) in (Union, getattr(__import__("types"), "UnionType", Union)):
+        return [
+            m
+            for m in typing.get_args(_strip(annotation))
+            if inspect.isclass(m) and issubclass(m, BaseModel)
+        ]
+    return []
+
+
+def _type_tag(member: type[BaseModel]) -> Any:
+    """The ``type`` literal that selects ``member`` in a tagged union."""
+    field = member.model_fields.get("type")
+    if field is None:
+        return None
+    literal = typing.get_args(field.annotation)
+    return literal[0] if literal else field.default
+
+
+def _walk(model: type[BaseModel], loc: tuple) -> tuple[list[str], Any]:
+    """Follow an error location through the schema: (key path for users, annotation there)."""
+    path: list[str] = []
+    current: Any = model
+    for item in loc:
+        current = _strip(current)
+        members = _union_members(current)
+        if members:
+            match = [m for m in members if _type_tag(m) == item]
+            if match:
+                current = match[0]
+                continue
+        if inspect.isclass(current) and issubclass(current, BaseModel):
+            path.append(str(item))
+            field = current.model_fields.get(str(item))
+            current = field.annotation if field else None
+            continue
+        origin = typing.get_origin(current)
+        path.append(str(item))
+        if origin is dict:
+            current = typing.get_args(current)[1]
+        elif origin in (list, tuple):
+            args = typing.get_args(current)
+            current = args[0] if args else None
+        else:
+            current = None
+    return path, current
+
+
+_EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+    "str": "a string",
+    "dict": "a mapping of keys",
+    "model": "a mapping of keys",
+    "list": "a list",
+    "tuple": "a list",
+    "path": "a path",
+}
+
+
+def _kind_of(annotation: Any) -> str:
+    members = _union_members(annotation)
+    if members and "Network" in members[0].__name__:
+        return "network type"
+    if members and issubclass(members[0], _ScheduleBase):
+        return "schedule type"
+    return "loss term type" if members else "type"
+
+
+def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line for the first error of a pydantic ValidationError, with key path and hint."""
+    errors = exc.errors()
+    error = errors[0]
+    kind = error["type"]
+    loc = tuple(error["loc"])
+    given = error.get("input")
+    more = (
+        f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        if len(errors) > 1
+        else ""
+    )
+
+    if kind == "extra_forbidden":
+        path, parent = _walk(model, loc[:-1])
+        parent = _strip(parent)
+        key = str(loc[-1])
+        valid = (
+            list(parent.model_fields)
+            if inspect.isclass(parent) and issubclass(parent, BaseModel)
+            else []
+        )
+        hint = closest(key, valid)
+        where = ".".join([*path, key])
+        text = f"{where}: unknown key '{key}'"
+        if hint:
+            text += f" (did you mean '{hint}'?)"
+        elif valid:
+            text += f"; valid keys here: {', '.join(valid)}"
+        return text + more
+
+    path, annotation = _walk(model, loc)
+    where = ".".join(path) or "<top>"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tags = sorted(str(_type_tag(m)) for m in _union_members(annotation))
+        label = _kind_of(annotation)
+        if kind == "union_tag_not_found":
+            return f"{where}: missing key 'type'; valid {label}s: {', '.join(tags)}" + more
+        tag = str(error.get("ctx", {}).get("tag", given))
+        hint = closest(tag, tags)
+        did = f" (did you mean '{hint}'?)" if hint else ""
+        return f"{where}.type: unknown {label} '{tag}'{did}; valid: {', '.join(tags)}" + more
+    if kind == "missing":
+        return f"{where}: required key missing" + more
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"{where}: expected one of {expected}, got {given!r}" + more
+    base = kind.split("_")[0]
+    if kind.endswith(("_type", "_parsing")) and base in _EXPECTED:
+        return f"{where}: expected {_EXPECTED[base]}, got {given!r} ({type(given).__name__})" + more
+    message = error.get("msg", kind)
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    return f"{where}: {message[0].lower() + message[1:]}, got {given!r}" + more
+
+
+# --------------------------------------------------------------------------- consistency
+
+
+def trained_network_names(config: Any) -> list[str]:
+    """The generator first, then every discriminator some loss term trains, in config order."""
+    names = ["generator"]
+    for term in config.losses:
+        discriminator = getattr(term, "discriminator", None)
+        if discriminator and discriminator not in names:
+            names.append(discriminator)
+    return names
+
+
+def check_config(config: Any, source: str = "<config>") -> None:
+    """Checks that span several keys (pydantic checks each key alone)."""
+
+    def fail(message: str) -> None:
+        raise ConfigError(f"{source}: {message}")
+
+    networks = config.networks
+    if "generator" not in networks:
+        fail(
+            f"networks: a network named 'generator' is required (have: {', '.join(networks) or 'none'})"
+        )
+    generator_role = _REGISTRY[networks["generator"].type].role
+    if generator_role == "discriminator":
+        fail(
+            f"networks.generator.type: '{networks['generator'].type}' is a discriminator, not a generator"
+        )
+
+    term_names = [term.log_name for term in config.losses]
+    for name in term_names:
+        if term_names.count(name) > 1:
+            fail(f"losses: two terms are called '{name}'; give one of them a distinct `name`")
+    for index, term in enumerate(config.losses):
+        discriminator = getattr(term, "discriminator", None)
+        if discriminator is None:
+            continue
+        if discriminator not in networks:
+            fail(
+                f"losses.{index}.discriminator: no network named '{discriminator}' "
+                f"(networks: {', '.join(networks)})"
+            )
+        role = _REGISTRY[networks[discriminator].type].role
+        if role != "discriminator":
+            fail(
+                f"losses.{index}.discriminator: network '{discriminator}' is a {role}, not a discriminator"
+            )
+
+    trained = trained_network_names(config)
+    for name in config.train.optim:
+        if name not in trained:
+            fail(
+                f"train.optim.{name}: '{name}' is not a trained network (trained: {', '.join(trained)})"
+            )
+
+    train_data = config.data.train
+    if train_data.batch_size % config.train.megabatch:
+        fail(
+            f"train.megabatch: {config.train.megabatch} does not divide data.train.batch_size "
+            f"{train_data.batch_size}"
+        )
+    if train_data.patch_size % config.scale:
+        fail(
+            f"data.train.patch_size: {train_data.patch_size} is not a multiple of scale {config.scale}"
+        )
+    if len(trained) > 1 and train_data.patch_size % 32:
+        fail(
+            f"data.train.patch_size: {train_data.patch_size} is not a multiple of 32, which the "
+            "discriminators need"
+        )
+
+    from srkit.losses.tensors import builtin_views, check_expression
+
+    functions = set(builtin_views(config.scale)) | {n for n in networks if n not in trained}
+    check_expression(config.train.generator_input, functions, f"{source}: train.generator_input")
+    for index, term in enumerate(config.losses):
+        for field_name, value in term:
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if field_name in ("input", "target", "real", "fake"):
+                for expression in values:
+                    check_expression(
+                        expression, functions, f"{source}: losses.{index}.{field_name}"
+                    )
+
+    schedules = [("train.schedule", config.train.schedule)] + [
+        (f"train.optim.{n}.schedule", o.schedule)
+        for n, o in config.train.optim.items()
+        if o.schedule
+    ]
+    for where, schedule in schedules:
+        if schedule.type == "multistep" and len(schedule.restart_weights) > len(schedule.restarts):
+            fail(
+                f"{where}.restart_weights: more weights ({len(schedule.restart_weights)}) than restarts"
+            )
+        if schedule.type == "cosine" and len(schedule.restart_weights) > len(schedule.periods):
+            fail(
+                f"{where}.restart_weights: more weights ({len(schedule.restart_weights)}) than periods"
+            )

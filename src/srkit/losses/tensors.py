@@ -1,0 +1,117 @@
+"""Named tensors of one training chunk, addressed by small expressions.
+
+Loss terms say *what* they compare as text: ``sr``, ``hr``, ``grad(sr)``, ``down(sr)``,
+``featurenet(up(lr))``. Base names are the batch entries (``lr``, ``hr``) and the generator's
+named outputs (``sr``, ``grad_branch``, ...). A function name is either a built-in view below or
+a frozen network declared in the config's ``networks``. Each expression is evaluated once per
+chunk and cached, so two terms reading ``grad(hr)`` share one computation.
+
+This indirection is what keeps method names out of the trainer: SPSR's gradient terms are the
+pixel and GAN terms pointed at ``grad(...)`` expressions, disjoint training points them at LR
+scale, and feature-net training reads ``vgg(hr)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from srkit.errors import ConfigError
+
+View = Callable[[torch.Tensor], torch.Tensor]
+
+_CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*$")
+_NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+def parse_expression(expression: str) -> list[str]:
+    """Split ``f(g(x))`` into ``["f", "g", "x"]`` (outermost first); raise ConfigError if malformed."""
+    parts: list[str] = []
+    rest = expression
+    while True:
+        call = _CALL.match(rest)
+        if call:
+            parts.append(call.group(1))
+            rest = call.group(2)
+            continue
+        name = _NAME.match(rest)
+        if not name:
+            raise ConfigError(
+                f"malformed tensor expression '{expression}'; write a name such as 'sr' or "
+                "nested calls such as 'grad(sr)'"
+            )
+        parts.append(name.group(1))
+        return parts
+
+
+def builtin_views(scale: int) -> dict[str, View]:
+    """Views every run has. ``scale`` is the run's SR factor."""
+
+    def grad(x: torch.Tensor) -> torch.Tensor:
+        from srkit.nets.gradient import image_gradient
+
+        return image_gradient(x)
+
+    def up(x: torch.Tensor) -> torch.Tensor:
+        # Bicubic to HR size; the same operation at training and inference time.
+        return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+
+    def down(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2] // scale, x.shape[-1] // scale
+        return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+
+    def grey(x: torch.Tensor) -> torch.Tensor:
+        # BT.601 luma, repeated to three channels so RGB networks accept it.
+        weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (x * weights).sum(dim=1, keepdim=True).expand_as(x).contiguous()
+
+    return {"grad": grad, "up": up, "down": down, "grey": grey, "detach": torch.Tensor.detach}
+
+
+def check_expression(expression: str, functions: set[str], where: str) -> None:
+    """Raise ConfigError naming ``where`` if the expression calls an unknown function."""
+    for function in parse_expression(expression)[:-1]:
+        if function not in functions:
+            raise ConfigError(
+                f"{where}: unknown function '{function}' in '{expression}'; "
+                f"available: {', '.join(sorted(functions))}"
+            )
+
+
+class StepTensors:
+    """Lazily evaluated, cached tensors of one chunk."""
+
+    def __init__(self, base: Mapping[str, torch.Tensor], views: Mapping[str, View]) -> None:
+        self._base = dict(base)
+        self._views = views
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._base)
+
+    def has(self, name: str) -> bool:
+        return name in self._base
+
+    def __getitem__(self, expression: str) -> torch.Tensor:
+        key = expression.replace(" ", "")
+        if key in self._cache:
+            return self._cache[key]
+        parts = parse_expression(key)
+        if len(parts) == 1:
+            if key not in self._base:
+                raise ConfigError(f"unknown tensor '{key}'; this step has: {', '.join(self.names)}")
+            return self._base[key]
+        inner = key[len(parts[0]) + 1 : -1]
+        value = self._views[parts[0]](self[inner])
+        self._cache[key] = value
+        return value
+
+    def detached(self) -> StepTensors:
+        """A copy whose tensors carry no autograd history (for discriminator steps)."""
+        copy = StepTensors({k: v.detach() for k, v in self._base.items()}, self._views)
+        copy._cache = {k: v.detach() for k, v in self._cache.items()}
+        return copy
