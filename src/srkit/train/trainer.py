@@ -1,0 +1,743 @@
+"""The one training loop of srkit.
+
+Every method (PSNR pre-training, ESRGAN, SPSR, SRG2 + pixgan, feature-net training) is a
+configuration of this loop: a generator whose named outputs feed a list of weighted loss terms,
+and one discriminator step per discriminator that a term names. Nothing in here knows a method
+by name; see ``docs/architecture.md`` for the contracts.
+
+A step (SPEC section 1):
+
+1. generator step (unless ``step < d_init_iters`` or ``step % d_update_ratio``): the batch is
+   split into ``megabatch`` equal chunks; per chunk, G runs, every term's generator loss is
+   computed, and ``sum(weight * loss) / megabatch`` is back-propagated; discriminators are
+   frozen; then one optimizer step.
+2. one discriminator step per discriminator in use (unless ``step < g_warmup``), on the detached
+   outputs of the same generator pass.
+3. EMA update; learning rates and network hooks (temperatures) follow the step count.
+
+Logged losses are means over chunks of the undivided per-chunk losses, so they do not depend on
+``megabatch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from srkit import __version__
+from srkit.config import dump_config, trained_network_names
+from srkit.errors import CheckpointError, ConfigError, SrkitError
+from srkit.evaluation import evaluate_generator
+from srkit.log.console import attach_log_file, format_scalars, progress_bar, setup_logging
+from srkit.log.scalars import RunLogger
+from srkit.losses.base import BuildContext, LossTerm
+from srkit.losses.tensors import StepTensors
+from srkit.nets.switch import SwitchTemperatureWarning
+from srkit.train import checkpoint as ckpt
+from srkit.train.build import build_loss_terms, build_networks, tensor_views
+from srkit.train.distributed import (
+    ProcessGroup,
+    average_across_processes,
+    barrier,
+    init_distributed,
+    shutdown,
+)
+from srkit.train.ema import ModelEMA
+from srkit.train.schedules import learning_rate
+from srkit.weights import load_state, read_weights
+
+log = logging.getLogger("srkit.train")
+
+
+class DivergedError(SrkitError):
+    """A loss became NaN or infinite."""
+
+
+def select_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda requested but no CUDA device is available")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def step_rng(seed: int, step: int, rank: int) -> torch.Generator:
+    """A CPU generator for the random draws of one step (pixgan, noise): a pure function of
+    (seed, step, rank), so a resumed run draws exactly what the uninterrupted run drew."""
+    generator = torch.Generator()
+    mixed = np.random.SeedSequence([seed % 2**32, step, rank]).generate_state(2, np.uint32)
+    generator.manual_seed(int(mixed[0]) << 32 | int(mixed[1]))
+    return generator
+
+
+def split_batch(batch: dict[str, Any], chunks: int) -> list[dict[str, Any]]:
+    """Split every tensor (and list) of a batch into ``chunks`` equal parts along dim 0."""
+    if chunks == 1:
+        return [batch]
+    parts: list[dict[str, Any]] = [{} for _ in range(chunks)]
+    for key, value in batch.items():
+        size = len(value) // chunks
+        for index in range(chunks):
+            parts[index][key] = value[index * size : (index + 1) * size]
+    return parts
+
+
+def named_outputs(output: torch.Tensor | dict[str, Any]) -> dict[str, Any]:
+    """A generator's output as named tensors: a plain tensor is the ``sr`` image."""
+    if isinstance(output, torch.Tensor):
+        return {"sr": output}
+    if "sr" not in output:
+        raise ValueError("a generator returning a dict must include 'sr'")
+    return dict(output)
+
+
+def _as_float(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.float()
+    return value
+
+
+def find_hooks(module: nn.Module, hook: str) -> list[Any]:
+    """Bound ``hook`` methods of every submodule that defines one (the generic network hooks:
+    ``set_training_step(step)`` and ``training_stats() -> dict``, see docs/architecture.md)."""
+    found = []
+    for submodule in module.modules():
+        function = getattr(submodule, hook, None)
+        if callable(function):
+            found.append(function)
+    return found
+
+
+class Trainer:
+    """Builds a run from a config and trains it; ``run()`` is the entry point."""
+
+    def __init__(self, config: Any, resume: str | None = None, quiet: bool = False) -> None:
+        self.config = config
+        self.train_cfg = config.train
+        self.device = select_device(config.train.device)
+        self.group: ProcessGroup = init_distributed(self.device.type)
+        if self.group.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.group.local_rank)
+        self.run_dir = Path(config.output_dir) / config.name
+        self.checkpoint_root = self.run_dir / "checkpoints"
+        self.quiet = quiet
+        # Console logging now; the log file joins once everything is known to be valid, so a
+        # bad config or data folder leaves nothing behind on disk.
+        setup_logging(quiet=quiet or not self.group.is_main)
+        self._check_precision()
+        resume_from = self._resume_folder(resume)
+        seed_everything(config.seed, config.train.deterministic)
+        self.networks = build_networks(config, self.device)
+        self.trained = trained_network_names(config)
+        self.generator = self.networks["generator"]
+        self.discriminator_names = self.trained[1:]
+        self.views = tensor_views(config, self.networks)
+        context = BuildContext(scale=config.scale, device=self.device, networks=self.networks)
+        self.terms: list[LossTerm] = build_loss_terms(config, context)
+        self.terms_of = {
+            d: [t for t in self.terms if t.discriminator == d] for d in self.discriminator_names
+        }
+        if config.train.channels_last:
+            for name in self.trained:
+                self.networks[name].to(memory_format=torch.channels_last)
+        self.optimizers = {name: self._make_optimizer(name) for name in self.trained}
+        self.ema = (
+            ModelEMA(self.generator, config.train.ema.decay, config.train.ema.warmup_steps)
+            if config.train.ema
+            else None
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if config.train.precision == "fp16" else None
+        self.wrapped = {name: self._wrap(self.networks[name]) for name in self.trained}
+        self.train_dataset = self._train_dataset()
+        # Schedules inside networks (switch temperatures) follow the step; the EMA copy too, so
+        # it is validated and saved at the temperature of the step it belongs to.
+        hooked = [self.networks[name] for name in self.trained]
+        if self.ema is not None:
+            hooked.append(self.ema.module)
+        self._step_hooks = [hook for net in hooked for hook in find_hooks(net, "set_training_step")]
+        self.step = 0
+        self.logger = None
+        if self.group.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            attach_log_file(self.run_dir / "train.log")
+            self.logger = RunLogger(self.run_dir, config.logging.tensorboard)
+        if resume_from is not None:
+            self._load_checkpoint(resume_from)
+        elif self.group.is_main:
+            (self.run_dir / "config.yml").write_text(dump_config(config), encoding="utf-8")
+        self._pending: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._timing = {"data": 0.0, "total": 0.0, "images": 0}
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _check_precision(self) -> None:
+        if self.train_cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.precision: fp16 needs a CUDA GPU; use bf16 on CPU")
+
+    def _resume_folder(self, resume: str | None) -> Path | None:
+        if resume is None:
+            if ckpt.list_checkpoints(self.checkpoint_root):
+                raise ConfigError(
+                    f"run folder '{self.run_dir}' already has checkpoints; continue it with "
+                    "--resume auto, or start a new run under another name (--set name=...)"
+                )
+            return None
+        if resume == "auto":
+            folder = ckpt.find_resumable(self.checkpoint_root)
+            if folder is None:
+                log.info(
+                    "no checkpoint to resume in %s; starting from step 0", self.checkpoint_root
+                )
+            return folder
+        folder = Path(resume)
+        problem = ckpt.checkpoint_problem(folder) if folder.is_dir() else "not a checkpoint folder"
+        if problem:
+            raise CheckpointError(f"cannot resume from '{folder}': {problem}")
+        return folder
+
+    def _optimizer_config(self, name: str) -> Any:
+        from srkit.config import OptimizerConfig
+
+        return self.train_cfg.optim.get(name) or OptimizerConfig()
+
+    def _make_optimizer(self, name: str) -> torch.optim.Optimizer:
+        settings = self._optimizer_config(name)
+        parameters = [p for p in self.networks[name].parameters() if p.requires_grad]
+        kind = torch.optim.AdamW if settings.weight_decay > 0 else torch.optim.Adam
+        return kind(
+            parameters,
+            lr=settings.lr,
+            betas=tuple(settings.betas),
+            eps=settings.eps,
+            weight_decay=settings.weight_decay,
+        )
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        wrapped = module
+        if self.train_cfg.compile:
+            wrapped = torch.compile(wrapped)
+        if self.group.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(wrapped, device_ids=ids, find_unused_parameters=True)
+        return wrapped
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        precision = self.train_cfg.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # ------------------------------------------------------------------ data
+
+    def _train_dataset(self) -> Any:
+        from srkit.data.datasets import SRDataset
+
+        data = self.config.data.train
+        return SRDataset(
+            hr_root=data.hr,
+            lr_root=data.lr,
+            scale=self.config.scale,
+            patch_size=data.patch_size,
+            flips=data.flips,
+            rotations=data.rotations,
+            cache_images=data.cache_images,
+        )
+
+    def _data_loader(self) -> Iterator[dict[str, Any]]:
+        from srkit.data.sampler import TrainSampler
+
+        data = self.config.data.train
+        dataset = self.train_dataset
+        if data.batch_size % self.group.world_size:
+            raise ConfigError(
+                f"data.train.batch_size: {data.batch_size} is not divisible by the "
+                f"{self.group.world_size} training processes"
+            )
+        local_batch = data.batch_size // self.group.world_size
+        if local_batch % self.train_cfg.megabatch:
+            raise ConfigError(
+                f"train.megabatch: {self.train_cfg.megabatch} does not divide the per-process "
+                f"batch {local_batch} (data.train.batch_size / processes)"
+            )
+        sampler = TrainSampler(
+            len(dataset),
+            data.batch_size,
+            seed=self.config.seed,
+            rank=self.group.rank,
+            world_size=self.group.world_size,
+            start_step=self.step,
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=data.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=data.workers > 0,
+            multiprocessing_context="spawn" if data.workers > 0 else None,
+        )
+        return iter(loader)
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        moved = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device, non_blocking=True)
+                if self.train_cfg.channels_last and value.dim() == 4:
+                    value = value.contiguous(memory_format=torch.channels_last)
+            moved[key] = value
+        return moved
+
+    # ------------------------------------------------------------------ the step
+
+    def _generator_active(self, step: int) -> bool:
+        if not self.discriminator_names:
+            return True
+        return step >= self.train_cfg.d_init_iters and step % self.train_cfg.d_update_ratio == 0
+
+    def _discriminators_active(self, step: int) -> bool:
+        return bool(self.discriminator_names) and step >= self.train_cfg.g_warmup
+
+    def _noise_std(self, step: int) -> float:
+        noise = self.train_cfg.d_noise
+        if noise is None:
+            return 0.0
+        progress = min(1.0, step / noise.until)
+        return noise.start + (noise.floor - noise.start) * progress
+
+    def _chunk_tensors(self, chunk: dict[str, Any], grad: bool) -> StepTensors:
+        """Run the generator on one chunk and expose batch + outputs as named tensors."""
+        base = {k: v for k, v in chunk.items() if isinstance(v, torch.Tensor)}
+        inputs = StepTensors(base, self.views)
+        generator_input = inputs[self.train_cfg.generator_input]
+        with torch.set_grad_enabled(grad), self._autocast():
+            output = self.wrapped["generator"](generator_input)
+        outputs = {k: _as_float(v) for k, v in named_outputs(output).items()}
+        return StepTensors({**base, **outputs}, self.views)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _optimizer_step(self, name: str, logs: dict[str, torch.Tensor], with_norm: bool) -> None:
+        optimizer = self.optimizers[name]
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        parameters = [p for p in self.networks[name].parameters() if p.grad is not None]
+        clip = self.train_cfg.grad_clip
+        if clip is not None or with_norm:
+            norm = torch.nn.utils.clip_grad_norm_(
+                parameters, clip if clip is not None else math.inf
+            )
+            logs[f"grad_norm/{name}"] = norm.detach()
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+        else:
+            optimizer.step()
+
+    def _check_finite(self, losses: dict[str, torch.Tensor], network: str, step: int) -> None:
+        bad = [name for name, value in losses.items() if not torch.isfinite(value).all()]
+        if bad:
+            raise DivergedError(
+                f"loss {', '.join(bad)} of the {network} became NaN/Inf at step {step + 1}; "
+                f"the last checkpoint in '{self.checkpoint_root}' is intact (lower the learning "
+                "rate or set train.grad_clip)"
+            )
+
+    def _no_sync(self, name: str, last: bool) -> contextlib.AbstractContextManager:
+        wrapped = self.wrapped[name]
+        if not last and hasattr(wrapped, "no_sync"):
+            return wrapped.no_sync()
+        return contextlib.nullcontext()
+
+    def train_step(
+        self, batch: dict[str, Any], step: int, with_norms: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """One optimizer step of every trained network; returns detached scalars to log."""
+        megabatch = self.train_cfg.megabatch
+        chunks = split_batch(self._to_device(batch), megabatch)
+        logs: dict[str, torch.Tensor] = {}
+        train_generator = self._generator_active(step)
+        train_discriminators = self._discriminators_active(step)
+        for name in self.trained:
+            for group in self.optimizers[name].param_groups:
+                group["lr"] = self._learning_rate(name, step)
+
+        detached: list[StepTensors] = []
+        if train_generator:
+            for name in self.discriminator_names:
+                self.networks[name].requires_grad_(False)
+            self.optimizers["generator"].zero_grad(set_to_none=True)
+            totals: dict[str, torch.Tensor] = defaultdict(
+                lambda: torch.zeros((), device=self.device)
+            )
+            for index, chunk in enumerate(chunks):
+                with self._no_sync("generator", index == megabatch - 1):
+                    tensors = self._chunk_tensors(chunk, grad=True)
+                    with self._autocast():
+                        losses = {
+                            f"g/{t.name}": t.generator_loss(tensors).float()
+                            for t in self.terms
+                            if t.weight
+                        }
+                    self._check_finite(losses, "generator", step)
+                    weighted = sum(t.weight * losses[f"g/{t.name}"] for t in self.terms if t.weight)
+                    self._backward(weighted / megabatch)
+                for key, value in losses.items():
+                    totals[key] = totals[key] + value.detach() / megabatch
+                totals["g/total"] = totals["g/total"] + weighted.detach() / megabatch
+                if train_discriminators:
+                    detached.append(tensors.detached())
+            self._optimizer_step("generator", totals, with_norms)
+            logs.update(totals)
+            for name in self.discriminator_names:
+                self.networks[name].requires_grad_(True)
+        elif train_discriminators:
+            detached = [self._chunk_tensors(chunk, grad=False) for chunk in chunks]
+
+        if train_discriminators:
+            rng = step_rng(self.config.seed, step, self.group.rank)
+            noise_std = self._noise_std(step)
+            for name in self.discriminator_names:
+                logs.update(
+                    self._discriminator_step(name, detached, rng, noise_std, with_norms, step)
+                )
+
+        if self.scaler is not None:
+            self.scaler.update()
+        if self.ema is not None and train_generator:
+            self.ema.update(self.generator, step + 1)
+        return logs
+
+    def _discriminator_step(
+        self,
+        name: str,
+        chunks: list[StepTensors],
+        rng: torch.Generator,
+        noise_std: float,
+        with_norm: bool,
+        step: int,
+    ) -> dict[str, torch.Tensor]:
+        megabatch = len(chunks)
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        for index, tensors in enumerate(chunks):
+            with self._no_sync(name, index == megabatch - 1):
+                loss = torch.zeros((), device=self.device)
+                for term in self.terms_of[name]:
+                    with self._autocast():
+                        term_loss, scalars = term.discriminator_loss(
+                            tensors, self.wrapped[name], rng, noise_std
+                        )
+                    term_loss = term_loss.float()
+                    self._check_finite({f"d/{term.name}": term_loss}, name, step)
+                    loss = loss + term_loss
+                    totals[f"d/{term.name}"] = (
+                        totals[f"d/{term.name}"] + term_loss.detach() / megabatch
+                    )
+                    for key, value in scalars.items():
+                        totals[f"d/{term.name}/{key}"] = (
+                            totals[f"d/{term.name}/{key}"] + value / megabatch
+                        )
+                self._backward(loss / megabatch)
+        self._optimizer_step(name, totals, with_norm)
+        return totals
+
+    def _learning_rate(self, name: str, step: int) -> float:
+        settings = self._optimizer_config(name)
+        schedule = settings.schedule or self.train_cfg.schedule
+        return learning_rate(settings.lr, schedule, step)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        """Train until ``train.iterations``, validating, logging and checkpointing on the way."""
+        cfg = self.config
+        logging_cfg = cfg.logging
+        total = cfg.train.iterations
+        try:
+            if self.group.is_main:
+                self._log_start()
+            batches = self._data_loader()
+            bar = progress_bar(
+                total, self.step, logging_cfg.progress_bar and self.group.is_main and not self.quiet
+            )
+            while self.step < total:
+                step = self.step
+                for set_step in self._step_hooks:
+                    set_step(step)
+                started = time.perf_counter()
+                batch = next(batches)
+                loaded = time.perf_counter()
+                print_now = (step + 1) % logging_cfg.print_every == 0 or step + 1 == total
+                logs = self.train_step(batch, step, with_norms=print_now)
+                self.step = step + 1
+                for key, value in logs.items():
+                    self._pending[key].append(value)
+                finished = time.perf_counter()
+                self._timing["data"] += loaded - started
+                self._timing["total"] += finished - started
+                self._timing["images"] += len(batch["lr"]) * self.group.world_size
+                bar.update(1)
+                if print_now:
+                    self._emit_scalars(bar)
+                if self.group.is_main and self.step % logging_cfg.image_every == 0:
+                    self._training_pictures()
+                if cfg.data.val is not None and (
+                    self.step % logging_cfg.val_every == 0 or self.step == total
+                ):
+                    self.validate()
+                if self.step % logging_cfg.checkpoint_every == 0 or self.step == total:
+                    self.save_checkpoint()
+            bar.close()
+            if self.group.is_main:
+                log.info("finished %d steps; run folder: %s", total, self.run_dir)
+        finally:
+            if self.logger is not None:
+                self.logger.close()
+            shutdown(self.group)
+
+    def _log_start(self) -> None:
+        counts = {
+            name: sum(p.numel() for p in self.networks[name].parameters()) for name in self.trained
+        }
+        described = ", ".join(
+            f"{name}={self.config.networks[name].type} ({counts[name] / 1e6:.2f} M params)"
+            for name in self.trained
+        )
+        log.info(
+            "srkit %s: run '%s' on %s, %d process(es); %s",
+            __version__,
+            self.config.name,
+            self.device,
+            self.group.world_size,
+            described,
+        )
+        log.info("loss terms: %s", ", ".join(f"{t.name}×{t.weight:g}" for t in self.terms))
+
+    def _emit_scalars(self, bar: Any) -> None:
+        values = {k: float(torch.stack(v).mean()) for k, v in self._pending.items() if v}
+        self._pending.clear()
+        for name in self.trained:
+            values[f"lr/{name}"] = self.optimizers[name].param_groups[0]["lr"]
+            for training_stats in find_hooks(self.networks[name], "training_stats"):
+                for key, value in training_stats().items():
+                    values[f"stats/{name}/{key}"] = float(value)
+        if self._timing["total"] > 0:
+            values["speed/images_per_s"] = self._timing["images"] / self._timing["total"]
+            values["speed/data_wait_fraction"] = self._timing["data"] / self._timing["total"]
+        self._timing = {"data": 0.0, "total": 0.0, "images": 0}
+        values = average_across_processes(values, self.group, self.device)
+        if not self.group.is_main:
+            return
+        self.logger.scalars(self.step, values)
+        keys = [k for k in values if k.startswith(("g/", "d/")) and k.count("/") == 1]
+        bar.set_postfix_str(format_scalars(values, keys[:4]), refresh=False)
+        log.info(
+            "step %d  %s",
+            self.step,
+            format_scalars(values, sorted(k for k in values if not k.startswith("stats/"))),
+        )
+
+    def _training_pictures(self) -> None:
+        """Pictures from loss terms (pixgan swaps) and networks (switch attention)."""
+        from srkit.data.io import write_image
+
+        pictures: dict[str, np.ndarray] = {}
+        for term in self.terms:
+            for tag, picture in term.pictures().items():
+                pictures[f"{term.name}/{tag}"] = (
+                    picture.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+                )
+        for name in self.trained:
+            for training_pictures in find_hooks(self.networks[name], "training_pictures"):
+                for tag, picture in training_pictures().items():
+                    picture = np.asarray(picture)
+                    if picture.dtype == np.uint8:
+                        picture = picture.astype(np.float32) / 255
+                    if picture.ndim == 2:
+                        picture = np.repeat(picture[..., None], 3, axis=2)
+                    pictures[f"{name}/{tag}"] = picture
+        if not pictures:
+            return
+        folder = self.run_dir / "images"
+        folder.mkdir(exist_ok=True)
+        for tag, picture in pictures.items():
+            self.logger.image(self.step, f"train/{tag}", picture)
+            write_image(folder / f"{tag.replace('/', '_')}_{self.step:08d}.png", picture)
+
+    # ------------------------------------------------------------------ validation
+
+    def _validation_set(self) -> Any:
+        if not hasattr(self, "_val_dataset"):
+            from srkit.data.datasets import SRDataset
+
+            val = self.config.data.val
+            self._val_dataset = SRDataset(
+                hr_root=val.hr, lr_root=val.lr, scale=self.config.scale, patch_size=None
+            )
+        return self._val_dataset
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Metrics of the generator (and its EMA) on the validation images; rank 0 only."""
+        if not self.group.is_main:
+            barrier(self.group)
+            return {}
+        variants = []
+        if self.ema is not None:
+            variants.append(("val_ema", self.ema.module))
+            if self.config.train.ema.validate_raw:
+                variants.append(("val", self.generator))
+        else:
+            variants.append(("val", self.generator))
+        results: dict[str, float] = {}
+        for prefix, network in variants:
+            with warnings.catch_warnings():
+                # Validating mid-anneal at the current temperature is intended here.
+                warnings.simplefilter("ignore", SwitchTemperatureWarning)
+                metrics, sheet = self.evaluate(network)
+            results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
+            if sheet is not None:
+                self._save_sheet(prefix, sheet)
+        self.logger.scalars(self.step, results)
+        log.info("validation at step %d: %s", self.step, format_scalars(results))
+        barrier(self.group)
+        return results
+
+    def evaluate(self, network: nn.Module) -> tuple[dict[str, float], Any]:
+        """Validation metrics of ``network`` and its LR | SR | HR sheet."""
+        val = self.config.data.val
+        result = evaluate_generator(
+            network,
+            self._validation_set(),
+            scale=self.config.scale,
+            device=self.device,
+            crop_border=val.crop_border,
+            y_channel=val.y_channel,
+            max_images=val.max_images,
+            sheet_images=val.sheet_images,
+            autocast=self._autocast,
+            prepare_input=lambda lr: StepTensors({"lr": lr}, self.views)[
+                self.train_cfg.generator_input
+            ],
+        )
+        return result.metrics, result.sheet
+
+    def _save_sheet(self, prefix: str, sheet: np.ndarray) -> None:
+        from srkit.data.io import write_image
+
+        folder = self.run_dir / "images"
+        folder.mkdir(exist_ok=True)
+        write_image(folder / f"{prefix}_{self.step:08d}.png", sheet)
+        self.logger.image(self.step, f"{prefix}/lr_sr_hr", sheet)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_networks(self) -> dict[str, nn.Module]:
+        networks = {name: self.networks[name] for name in self.trained}
+        if self.ema is not None:
+            networks["generator_ema"] = self.ema.module
+        return networks
+
+    def training_state(self) -> dict[str, Any]:
+        numpy_state = np.random.get_state()
+        return {
+            "srkit_version": __version__,
+            "step": self.step,
+            "world_size": self.group.world_size,
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": {
+                "python": random.getstate(),
+                "numpy": {
+                    "key": torch.from_numpy(numpy_state[1].astype(np.int64)),
+                    "pos": int(numpy_state[2]),
+                    "has_gauss": int(numpy_state[3]),
+                    "cached_gaussian": float(numpy_state[4]),
+                },
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        if not self.group.is_main:
+            barrier(self.group)
+            return None
+        folder = ckpt.save_checkpoint(
+            self.checkpoint_root,
+            self.step,
+            self.checkpoint_networks(),
+            self.training_state(),
+            keep=self.config.logging.keep_checkpoints,
+        )
+        log.info("checkpoint: %s", folder)
+        barrier(self.group)
+        return folder
+
+    def _load_checkpoint(self, folder: Path) -> None:
+        state = ckpt.read_training_state(folder)
+        for name, module in self.checkpoint_networks().items():
+            file = folder / f"{name}.safetensors"
+            if not file.is_file():
+                raise CheckpointError(
+                    f"checkpoint '{folder}' has no {file.name} (the config trains '{name}')"
+                )
+            weights, _ = read_weights(file)
+            load_state(module, weights, strict=True, source=str(file))
+        for name, optimizer in self.optimizers.items():
+            if name not in state["optimizers"]:
+                raise CheckpointError(f"checkpoint '{folder}' has no optimizer state for '{name}'")
+            optimizer.load_state_dict(state["optimizers"][name])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        numpy_rng = rng["numpy"]
+        np.random.set_state(
+            (
+                "MT19937",
+                numpy_rng["key"].numpy().astype(np.uint32),
+                numpy_rng["pos"],
+                numpy_rng["has_gauss"],
+                numpy_rng["cached_gaussian"],
+            )
+        )
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step = int(state["step"])
+        if self.logger is not None:
+            self.logger.truncate_after(self.step)
+        log.info("resumed from %s at step %d", folder, self.step)

@@ -1,0 +1,166 @@
+"""Reading and writing network weights safely (torch + safetensors only; no training imports).
+
+Accepted inputs: an srkit checkpoint folder, ``.safetensors`` files, and ``.pth``/``.pt`` files
+holding a state dict or a common wrapper of one (BasicSR's ``params``/``params_ema``,
+``state_dict``, a ``module.`` DDP prefix). Pickle files are read with
+``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers, so
+loading a file never executes code from it.
+
+srkit writes weights as safetensors with the architecture in the metadata (``srkit_arch``:
+JSON of the network type and constructor arguments), so a bare file is enough to rebuild the
+network; files from elsewhere are recognised by :func:`srkit.nets.registry.detect_network`.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from srkit.errors import CheckpointError
+from srkit.fsutil import atomic_write
+from srkit.nets.convert import unwrap_state_dict
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+
+
+def resolve_weights_file(
+    path: str | Path, network: str = "generator", prefer_ema: bool = True
+) -> Path:
+    """The weights file meant by ``path``: itself, or ``<network>[_ema].safetensors`` in a folder.
+
+    In a checkpoint folder the EMA weights are preferred when present (they are the ones to use
+    for inference and to start a new run from).
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidates = [f"{network}_ema.safetensors"] if prefer_ema else []
+        candidates.append(f"{network}.safetensors")
+        for name in candidates:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(
+            f"'{path}' is a folder without {' or '.join(candidates)}; pass a checkpoint folder "
+            "or a weights file"
+        )
+    if not path.exists():
+        raise CheckpointError(f"weights file '{path}' does not exist")
+    return path
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a weights file: (state dict on CPU, metadata). Never runs code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file '{path}' does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"weights file '{path}' is empty")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "unsupported content"
+        raise CheckpointError(
+            f"refusing to load '{path}': it holds more than plain tensors and could run code "
+            f"when unpickled ({reason[:160]}); convert it to .safetensors in a trusted environment"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot read weights file '{path}': {first[:200]}") from None
+    metadata = {}
+    if isinstance(obj, Mapping) and isinstance(obj.get("srkit_arch"), str):
+        metadata["srkit_arch"] = obj["srkit_arch"]
+    try:
+        return unwrap_state_dict(obj), metadata
+    except CheckpointError as error:
+        raise CheckpointError(f"'{path}': {error}") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot read weights file '{path}': {first[:200]}") from None
+    return state, metadata
+
+
+def save_weights(
+    path: str | Path,
+    module_or_state: nn.Module | Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write a network's weights as safetensors, atomically, with its architecture as metadata."""
+    from safetensors.torch import save_file
+
+    if isinstance(module_or_state, nn.Module):
+        arch = getattr(module_or_state, "srkit_arch", None)
+        state = module_or_state.state_dict()
+    else:
+        arch, state = None, module_or_state
+    tensors = {key: value.detach().cpu().contiguous() for key, value in state.items()}
+    meta = {"format": "pt", "srkit_format": "1"}
+    if arch is not None:
+        meta["srkit_arch"] = json.dumps(arch, sort_keys=True, default=str)
+    meta.update(metadata or {})
+    atomic_write(Path(path), lambda temporary: save_file(tensors, str(temporary), metadata=meta))
+
+
+def architecture_of(
+    state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> tuple[str, dict[str, Any]]:
+    """(network type, constructor arguments) from srkit metadata, else by detection."""
+    from srkit.nets.registry import detect_network
+
+    if "srkit_arch" in metadata:
+        try:
+            arch = json.loads(metadata["srkit_arch"])
+            return arch.pop("type"), arch
+        except (ValueError, KeyError, AttributeError):
+            pass
+    return detect_network(state)
+
+
+def load_network(
+    path: str | Path, network: str = "generator", prefer_ema: bool = True
+) -> nn.Module:
+    """Rebuild and load a network from a weights file or checkpoint folder (eval mode, CPU)."""
+    from srkit.nets.registry import build_network
+
+    file = resolve_weights_file(path, network, prefer_ema)
+    state, metadata = read_weights(file)
+    arch_type, arguments = architecture_of(state, metadata)
+    module = build_network(arch_type, **arguments)
+    load_state(module, state, strict=True, source=str(file))
+    return module.eval()
+
+
+def load_state(
+    module: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, source: str
+) -> None:
+    """``load_state_dict`` with a one-line CheckpointError on mismatch (converting known layouts)."""
+    convert = getattr(module, "convert_state_dict", None)
+    if callable(convert):
+        state = convert(state)
+    result = None
+    try:
+        result = module.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        arch = getattr(module, "srkit_arch", {}).get("type", type(module).__name__)
+        raise CheckpointError(
+            f"'{source}' does not fit the {arch} network: {detail[:240]}"
+        ) from None
+    return result
