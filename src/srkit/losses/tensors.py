@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +113,15 @@ class StepTensors:
 
     def detached(self) -> StepTensors:
         """A copy whose tensors carry no autograd history (for discriminator steps)."""
-        copy = StepTensors({k: v.detach() for k, v in self._base.items()}, self._views)
-        copy._cache = {k: v.detach() for k, v in self._cache.items()}
+        copy = StepTensors({k: _detach(v) for k, v in self._base.items()}, self._views)
+        copy._cache = {k: _detach(v) for k, v in self._cache.items()}
         return copy
+
+
+def _detach(value: Any) -> Any:
+    """Detach a tensor, or each tensor of a list/tuple (e.g. per-switch attention maps)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detach(item) for item in value)
+    return value

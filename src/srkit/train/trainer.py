@@ -271,7 +271,8 @@ class Trainer:
             cache_images=data.cache_images,
         )
 
-    def _data_loader(self) -> Iterator[dict[str, Any]]:
+    def data_loader(self) -> Iterator[dict[str, Any]]:
+        """Training batches from the current step on (the same stream a resumed run sees)."""
         from srkit.data.sampler import TrainSampler
 
         data = self.config.data.train
@@ -382,7 +383,13 @@ class Trainer:
     def train_step(
         self, batch: dict[str, Any], step: int, with_norms: bool = False
     ) -> dict[str, torch.Tensor]:
-        """One optimizer step of every trained network; returns detached scalars to log."""
+        """Step ``step`` (0-based) of every trained network; returns detached scalars to log.
+
+        Network schedules (switch temperatures) are set for ``step`` first, so calling this
+        directly (tests, benchmarks) behaves as the loop does.
+        """
+        for set_step in self._step_hooks:
+            set_step(step)
         megabatch = self.train_cfg.megabatch
         chunks = split_batch(self._to_device(batch), megabatch)
         logs: dict[str, torch.Tensor] = {}
@@ -488,14 +495,12 @@ class Trainer:
         try:
             if self.group.is_main:
                 self._log_start()
-            batches = self._data_loader()
+            batches = self.data_loader()
             bar = progress_bar(
                 total, self.step, logging_cfg.progress_bar and self.group.is_main and not self.quiet
             )
             while self.step < total:
                 step = self.step
-                for set_step in self._step_hooks:
-                    set_step(step)
                 started = time.perf_counter()
                 batch = next(batches)
                 loaded = time.perf_counter()
