@@ -2,7 +2,8 @@
 
 Makes the held-out photo's LR (MATLAB bicubic, x4), upscales it with the trained model through
 the same path `srkit upscale` uses, writes LR, bicubic, SR and HR images to the output folder,
-and prints PSNR-Y / SSIM-Y of SR and of bicubic against HR.
+and prints PSNR-Y / SSIM-Y of SR and of bicubic against HR. Exits with 1 if the model does not
+beat bicubic, so CI notices a quickstart that stopped working.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main(run_dir: Path, held_out: Path, out_dir: Path) -> int:
     model = load_network(checkpoint)
     scale = model.scale
     out_dir.mkdir(parents=True, exist_ok=True)
+    beaten = True
     for photo in find_images(held_out):
         hr = read_rgb(photo)
         height, width = hr.shape[0] // scale * scale, hr.shape[1] // scale * scale
@@ -43,12 +45,16 @@ def main(run_dir: Path, held_out: Path, out_dir: Path) -> int:
         for name, image in (("lr", lr), ("bicubic", bicubic), ("sr", sr), ("hr", hr)):
             write_image(out_dir / f"{photo.stem}_{name}.png", image)
         print(f"{photo.name} (x{scale}, {checkpoint.name}):")
+        scores = {}
         for name in ("bicubic", "sr"):
-            value_psnr = psnr(quantised[name], hr, crop_border=scale)
+            scores[name] = psnr(quantised[name], hr, crop_border=scale)
             value_ssim = ssim(quantised[name], hr, crop_border=scale)
-            print(f"  {name:8s} PSNR-Y {value_psnr:6.2f} dB   SSIM-Y {value_ssim:.4f}")
-        print(f"  images written to {out_dir}/")
-    return 0
+            print(f"  {name:8s} PSNR-Y {scores[name]:6.2f} dB   SSIM-Y {value_ssim:.4f}")
+        print(f"  SR - bicubic: {scores['sr'] - scores['bicubic']:+.2f} dB; images in {out_dir}/")
+        beaten = beaten and scores["sr"] > scores["bicubic"]
+    if not beaten:
+        print("the trained model did not beat bicubic on the held-out photo", file=sys.stderr)
+    return 0 if beaten else 1
 
 
 if __name__ == "__main__":

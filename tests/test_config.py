@@ -179,3 +179,10 @@ def test_every_network_argument_is_documented():
         for name, (annotation, _default, description) in constructor_arguments(entry).items():
             assert description, f"{entry.name}.{name} has no description in the Args: section"
             assert annotation is not None, f"{entry.name}.{name} has no type annotation"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    """Every ready-to-run config in configs/ is valid against the current schema."""
+    config = load_config(path)
+    assert config.name == path.stem
