@@ -189,6 +189,9 @@ class Trainer:
         if resume_from is not None:
             self._load_checkpoint(resume_from)
         elif self.group.is_main:
+            # A fresh start in a folder without checkpoints (e.g. a run stopped before its first
+            # checkpoint): scalars logged by that attempt would mix with this run's.
+            self.logger.truncate_after(0)
             (self.run_dir / "config.yml").write_text(dump_config(config), encoding="utf-8")
         self._pending: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._timing = {"data": 0.0, "total": 0.0, "images": 0}
