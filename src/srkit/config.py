@@ -187,12 +187,12 @@ class TrainConfig(StrictModel):
     generator_input: str = Field(
         "lr", description="Tensor expression fed to the generator (e.g. `up(lr)`)."
     )
+    schedule: ScheduleConfig = Field(
+        default_factory=ConstantSchedule, description="Learning-rate schedule of every network."
+    )
     optim: dict[str, OptimizerConfig] = Field(
         default_factory=dict,
         description="Optimizer per trained network name; a network not listed gets the defaults.",
-    )
-    schedule: ScheduleConfig = Field(
-        default_factory=ConstantSchedule, description="Learning-rate schedule of every network."
     )
     ema: EMAConfig | None = Field(None, description="EMA of the generator; null = off.")
     grad_clip: float | None = Field(
@@ -315,7 +315,9 @@ def config_model() -> type[RunConfigBase]:
     """The full config model, built once from the network and loss registries."""
     import srkit.nets  # noqa: F401  (registers every network)
 
-    network_models = [_network_model(entry) for entry in _REGISTRY.values()]
+    roles = {"generator": 0, "discriminator": 1, "feature": 2}
+    entries = sorted(_REGISTRY.values(), key=lambda e: (roles.get(e.role, 3), e.name))
+    network_models = [_network_model(entry) for entry in entries]
     loss_models = [entry.config_class for entry in loss_entries().values()]
     model = create_model(
         "Config",

@@ -101,8 +101,20 @@ def _table(model: type[BaseModel], prefix: str) -> list[str]:
     return lines
 
 
+def _type_tag(member: type[BaseModel]) -> str | None:
+    """The ``type`` value that selects ``member`` (sections chosen by `type`)."""
+    field = member.model_fields.get("type")
+    if field is None:
+        return None
+    literal = typing.get_args(field.annotation)
+    return str(literal[0]) if literal else None
+
+
 def _document(model: type[BaseModel], prefix: str, title: str, out: list[str], seen: set) -> None:
-    out += ["", f"## {title}" if prefix.count(".") <= 1 else f"### {title}", ""]
+    # Heading depth follows the key depth (`train` ##, `train.ema` ###); map entries `<name>`
+    # do not count.
+    depth = len([part for part in prefix.split(".") if part and part != "<name>"])
+    out += ["", f"{'#' * min(1 + max(depth, 1), 4)} {title}", ""]
     if model.__doc__ and "Usage docs" not in model.__doc__:
         out += [inspect.cleandoc(model.__doc__), ""]
     out += _table(model, prefix)
@@ -120,10 +132,10 @@ def _document(model: type[BaseModel], prefix: str, title: str, out: list[str], s
             if member in seen:
                 continue
             seen.add(member)
-            tag = member.model_fields.get("type")
+            tag = _type_tag(member)
             label = f"`{key_prefix.rstrip('.')}`"
-            if tag is not None and isinstance(tag.default, str) and len(nested) > 1:
-                label += f" with `type: {tag.default}`"
+            if tag is not None and len(nested) > 1:
+                label += f" with `type: {tag}`"
             _document(member, key_prefix, label, out, seen)
 
 
