@@ -398,7 +398,10 @@ class Switch(nn.Module):
 
         pictures = attention_pictures(self._last_attention[0].permute(1, 2, 0))
         prefix = self.stats_prefix
-        return {f"{prefix}_attention": pictures["argmax"], f"{prefix}_max_weight": pictures["max_weight"]}
+        return {
+            f"{prefix}_attention": pictures["argmax"],
+            f"{prefix}_max_weight": pictures["max_weight"],
+        }
 
     def _check_eval_temperature(self) -> None:
         self._eval_check_pending = False
