@@ -1,4 +1,4 @@
-"""The ``srkit`` command line: train, upscale, validate, info, schema.
+"""The ``srkit`` command line: train, upscale, export, validate, info, schema.
 
 User errors (:class:`srkit.errors.SrkitError`) print one line ``srkit: error: ...`` and exit with
 code 2; ``--debug`` shows the traceback instead. Heavy imports happen inside the commands so
@@ -32,6 +32,12 @@ def _upscale(args: argparse.Namespace) -> int:
     from srkit.infer.upscale import upscale_command
 
     return upscale_command(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from srkit.infer.export import export_command
+
+    return export_command(args)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -127,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     upscale = commands.add_parser("upscale", help="upscale images with a trained model")
     add_upscale_arguments(upscale)
     upscale.set_defaults(handler=_upscale)
+
+    from srkit.infer.export import add_export_arguments
+
+    export = commands.add_parser(
+        "export", help="export a model to ONNX (verified) or community safetensors"
+    )
+    add_export_arguments(export)
+    export.set_defaults(handler=_export)
 
     validate = commands.add_parser("validate", help="PSNR/SSIM of a model on a folder of HR images")
     validate.add_argument("checkpoint", type=Path, help="weights file or checkpoint folder")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,13 +65,12 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it "might not support" before refusing them.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "unsupported content"
-        raise CheckpointError(
-            f"refusing to load '{path}': it holds more than plain tensors and could run code "
-            f"when unpickled ({reason[:160]}); convert it to .safetensors in a trusted environment"
-        ) from None
+        raise _unpickling_error(path, exc) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read weights file '{path}': {first[:200]}") from None
@@ -81,6 +81,28 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         return unwrap_state_dict(obj), metadata
     except CheckpointError as error:
         raise CheckpointError(f"'{path}': {error}") from None
+
+
+def _unpickling_error(path: Path, error: pickle.UnpicklingError) -> CheckpointError:
+    """A one-line error for a file ``torch.load(weights_only=True)`` refused.
+
+    torch's message starts with generic advice; the reason is on a later line: "unsupported
+    GLOBAL ..." for objects whose unpickling would call code, "Unsupported operand ..." for
+    bytes that are not a (supported) pickle at all.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = next((line for line in lines if "GLOBAL" in line), None)
+    if reason is not None:
+        return CheckpointError(
+            f"refusing to load '{path}': it holds Python objects that could run code when "
+            f"unpickled ({reason[:160]}); if you trust it, convert it to .safetensors"
+        )
+    reason = next((line for line in lines if line.startswith("Unsupported")), None)
+    detail = reason or (lines[-1] if lines else "unsupported content")
+    return CheckpointError(
+        f"cannot read weights file '{path}': not a PyTorch state dict that loads without "
+        f"running code ({detail[:160]})"
+    )
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -135,14 +157,27 @@ def architecture_of(
 def load_network(
     path: str | Path, network: str = "generator", prefer_ema: bool = True
 ) -> nn.Module:
-    """Rebuild and load a network from a weights file or checkpoint folder (eval mode, CPU)."""
+    """Rebuild and load a network from a weights file or checkpoint folder (eval mode, CPU).
+
+    The module gets ``srkit_arch`` (type and constructor arguments) and ``srkit_metadata`` (the
+    file's metadata plus ``source``, the path of the file read).
+    """
     from srkit.nets.registry import build_network
 
     file = resolve_weights_file(path, network, prefer_ema)
     state, metadata = read_weights(file)
-    arch_type, arguments = architecture_of(state, metadata)
-    module = build_network(arch_type, **arguments)
+    try:
+        arch_type, arguments = architecture_of(state, metadata)
+    except CheckpointError as error:
+        raise CheckpointError(f"'{file}': {error}") from None
+    try:
+        module = build_network(arch_type, **arguments)
+    except TypeError as error:  # metadata naming arguments this version does not have
+        raise CheckpointError(
+            f"'{file}': its architecture record does not fit this srkit ({error})"
+        ) from None
     load_state(module, state, strict=True, source=str(file))
+    module.srkit_metadata = {**metadata, "source": str(file)}
     return module.eval()
 
 

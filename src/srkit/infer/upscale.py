@@ -1,86 +1,344 @@
-"""``srkit upscale``: run a trained generator over image files and folders."""
+"""``srkit upscale MODEL INPUT... -o OUT``: run a generator over image files, folders and globs.
+
+Inputs are files, folders (searched recursively; the folder tree is kept under ``OUT``) and
+glob patterns, which srkit expands itself (``**`` included) so a quoted pattern works the same
+in every shell, Windows' included; a pattern keeps the tree below its first wildcard. Each image
+is read at its bit depth with EXIF orientation applied, upscaled in blended tiles (see
+:mod:`srkit.infer.tiling`) and written as ``OUT/<relative path>.<format>``:
+
+* 16-bit PNG/TIFF in -> 16-bit out (PNG/TIFF formats), 8-bit otherwise;
+* greyscale in -> greyscale out; alpha kept (upscaled separately, ``--alpha``); JPEG output
+  drops alpha with a warning since JPEG has none;
+* existing outputs are skipped unless ``--overwrite``;
+* a file that cannot be read, upscaled or written is reported on one line naming it, and the
+  rest continue.
+
+Exit status: 0 when every image was upscaled or skipped, 1 when some failed, 2 for user errors
+found before any work (unreadable model, missing input, output that is a file, bad options).
+
+Importing this module is cheap (no torch), so ``srkit --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch import nn
+from typing import Any
 
 from srkit.errors import SrkitError
 
 log = logging.getLogger("srkit.infer")
 
+#: Output formats: option value -> file extension.
+FORMATS = {"png": ".png", "webp": ".webp", "jpg": ".jpg", "tif": ".tif"}
+_SIXTEEN_BIT_FORMATS = {"png", "tif"}
+_GLOB_CHARS = set("*?[")
+
+
+class InputError(SrkitError):
+    """An input path or pattern that names no image."""
+
+
+def tile_argument(value: str) -> int | str:
+    """``--tile``: ``auto`` or a non-negative integer (0 = whole image)."""
+    if value.lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got '{value}'") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"tile must be >= 0, got {number}")
+    return number
+
 
 def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, help="weights file or checkpoint folder")
-    parser.add_argument("inputs", type=Path, nargs="+", help="image files or folders")
+    """The ``srkit upscale`` options."""
+    parser.add_argument(
+        "model", type=Path, help="weights file (.safetensors/.pth/.pt) or checkpoint folder"
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (recursive) or glob patterns",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--tile",
+        type=tile_argument,
+        default="auto",
+        help="tile side in input pixels; 'auto' (default) picks it from the free memory, 0 = whole image",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=int,
+        default=16,
+        help="input pixels shared by neighbouring tiles (default 16)",
+    )
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument(
+        "--format", choices=sorted(FORMATS), default="png", help="output format (default png)"
+    )
+    parser.add_argument(
+        "--quality", type=int, help="JPEG/WebP quality 1-100 (WebP: lossless if unset)"
+    )
+    parser.add_argument(
+        "--alpha",
+        choices=["model", "bicubic"],
+        default="model",
+        help="how an alpha channel is upscaled: through the model (default) or bicubic",
+    )
+    parser.add_argument("--suffix", default="", help="appended to each output file name, e.g. _x4")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--attention-maps",
+        type=Path,
+        metavar="DIR",
+        help="SRG2 models: also write switch attention pictures (argmax, max weight) here",
+    )
     parser.add_argument(
         "--cpu", action="store_true", help="run on the CPU even if a GPU is present"
     )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-@torch.no_grad()
-def upscale_array(
-    model: nn.Module, image: np.ndarray, device: torch.device, precision: str = "fp32"
-) -> np.ndarray:
-    """Upscale an HWC float RGB array in [0,1]; returns HWC float32 in [0,1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    context = (
-        torch.autocast(device.type, dtype=dtype)
-        if dtype
-        else torch.autocast(device.type, enabled=False)
-    )
-    with context:
-        output = model(tensor)
-    sr = output if isinstance(output, torch.Tensor) else output["sr"]
-    return sr[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+@dataclass(frozen=True)
+class Job:
+    """One image to upscale: where it is and where its outputs go (relative to the roots)."""
+
+    source: Path
+    relative: Path
 
 
-def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(file, path relative to its input root) for every image named or inside a folder."""
+def _has_glob(text: str) -> bool:
+    return any(char in text for char in _GLOB_CHARS)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder part of a pattern before its first wildcard component."""
+    parts = Path(pattern).parts
+    base: list[str] = []
+    for part in parts[:-1]:
+        if _has_glob(part):
+            break
+        base.append(part)
+    return Path(*base) if base else Path(".")
+
+
+def collect_inputs(inputs: list[str]) -> list[Job]:
+    """Every image named by ``inputs``, with the relative path its output keeps.
+
+    A file keeps its name; a folder's images keep their path below the folder; a glob's
+    matches keep their path below the pattern's fixed leading folders. Files named twice are
+    taken once.
+
+    Raises:
+        InputError: an input that does not exist, a pattern that matches nothing, or no image
+            at all.
+    """
     from srkit.data.datasets import find_images
+    from srkit.data.io import is_image_file
 
-    found = []
-    for item in inputs:
+    jobs: list[Job] = []
+    seen: set[Path] = set()
+
+    def add(source: Path, relative: Path) -> None:
+        key = source.resolve()
+        if key not in seen:
+            seen.add(key)
+            jobs.append(Job(source, relative))
+
+    for text in inputs:
+        item = Path(os.path.expanduser(text))
         if item.is_dir():
-            found.extend((file, file.relative_to(item)) for file in find_images(item))
+            for file in find_images(item):
+                add(file, file.relative_to(item))
         elif item.is_file():
-            found.append((item, Path(item.name)))
+            add(item, Path(item.name))
+        elif _has_glob(text):
+            base = _glob_base(os.path.expanduser(text))
+            matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+            count = 0
+            for match in map(Path, matches):
+                if match.is_dir():
+                    for file in find_images(match):
+                        add(file, file.relative_to(base))
+                        count += 1
+                elif match.is_file() and is_image_file(match):
+                    add(match, match.relative_to(base))
+                    count += 1
+            if count == 0:
+                raise InputError(f"pattern '{text}' matches no image files")
         else:
-            raise SrkitError(f"input '{item}' does not exist")
-    return found
+            raise InputError(f"input '{text}' does not exist")
+    if not jobs:
+        raise InputError(f"no image files found in {', '.join(repr(t) for t in inputs)}")
+    return jobs
+
+
+def output_path(root: Path, relative: Path, fmt: str, suffix: str = "") -> Path:
+    """Where the upscaled ``relative`` image goes."""
+    return root / relative.parent / f"{relative.stem}{suffix}{FORMATS[fmt]}"
+
+
+def _check_collisions(jobs: list[Job], targets: list[Path]) -> None:
+    owners: dict[Path, Path] = {}
+    for job, target in zip(jobs, targets, strict=True):
+        if target in owners:
+            raise InputError(
+                f"inputs '{owners[target]}' and '{job.source}' would both be written to "
+                f"'{target}'; upscale them in separate runs or use --suffix"
+            )
+        owners[target] = job.source
 
 
 def upscale_command(args: argparse.Namespace) -> int:
-    from srkit.data.io import read_rgb, write_image
-    from srkit.weights import load_network
+    """Run ``srkit upscale``; returns the exit status (user errors raise SrkitError)."""
+    output: Path = args.output
+    if output.exists() and not output.is_dir():
+        raise SrkitError(f"output '{output}' is a file, not a folder")
+    if (
+        args.attention_maps is not None
+        and args.attention_maps.exists()
+        and not args.attention_maps.is_dir()
+    ):
+        raise SrkitError(f"--attention-maps '{args.attention_maps}' is a file, not a folder")
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        raise SrkitError(f"--quality must be 1-100, got {args.quality}")
+    if args.overlap < 0:
+        raise SrkitError(f"--overlap must be >= 0, got {args.overlap}")
+    jobs = collect_inputs(args.inputs)
+    targets = [output_path(output, job.relative, args.format, args.suffix) for job in jobs]
+    _check_collisions(jobs, targets)
 
-    if args.output.exists() and not args.output.is_dir():
-        raise SrkitError(f"output '{args.output}' is a file, not a folder")
+    import torch
+
+    from srkit.infer.api import check_precision, load_model
+    from srkit.infer.tiling import plan_tiles, tile_alignment
+
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
-    model = load_network(args.model).to(device)
-    files = collect_inputs(args.inputs)
-    failures = 0
-    for file, relative in files:
-        target = args.output / relative.with_suffix(".png")
-        if target.exists() and not args.overwrite:
-            log.info("skipping %s (exists; --overwrite replaces it)", target)
-            continue
-        try:
-            image = read_rgb(file)
-            result = upscale_array(model, image, device, args.precision)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_image(target, result)
-            print(f"{file} -> {target}")
-        except SrkitError as error:
-            failures += 1
-            print(f"srkit: error: {error}")
-    return 1 if failures else 0
+    check_precision(args.precision, device)
+    model = load_model(args.model, device=device)
+    if isinstance(args.tile, int) and args.tile > 0:
+        plan_tiles(args.tile * 4, args.tile * 4, args.tile, args.overlap, tile_alignment(model))
+    if args.attention_maps is not None and not _has_attention(model, device):
+        arch = (getattr(model, "srkit_arch", None) or {}).get("type", type(model).__name__)
+        raise SrkitError(
+            f"--attention-maps: the {arch} model '{args.model}' has no attention outputs "
+            "(only switched generators such as srg2 do)"
+        )
+    return _run_jobs(args, model, jobs, targets)
+
+
+def _has_attention(model: Any, device: Any) -> bool:
+    """Whether the model's output carries attention maps (one tiny forward pass)."""
+    import torch
+
+    from srkit.infer.api import model_channels
+    from srkit.infer.tiling import split_output, tile_alignment
+
+    side = max(8, tile_alignment(model))
+    probe = torch.zeros(1, model_channels(model)[0], side, side, device=device)
+    with torch.no_grad():
+        _, attention = split_output(model(probe))
+    return bool(attention)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _run_jobs(args: argparse.Namespace, model: Any, jobs: list[Job], targets: list[Path]) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from srkit.data.io import read_image, write_image
+    from srkit.infer.api import upscale_tensor
+
+    failed = skipped = done = 0
+    megapixels = 0.0
+    started = time.perf_counter()
+    warned_jpeg_alpha = False
+    bar = tqdm(
+        total=len(jobs),
+        unit="img",
+        disable=True if args.quiet else None,  # None: only on a terminal
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+    def report(message: str) -> None:
+        tqdm.write(f"srkit: {message}", file=sys.stderr)
+
+    with bar:
+        for job, target in zip(jobs, targets, strict=True):
+            if target.exists() and not args.overwrite:
+                skipped += 1
+                bar.update(1)
+                continue
+            try:
+                image = read_image(job.source)
+                pixels = torch.from_numpy(image.pixels.transpose(2, 0, 1).copy())[None]
+                sr, attention = upscale_tensor(
+                    model,
+                    pixels,
+                    tile=args.tile,
+                    overlap=args.overlap,
+                    precision=args.precision,
+                    alpha=args.alpha,
+                    attention=args.attention_maps is not None,
+                )
+                result = sr[0]
+                if result.shape[0] == 4 and args.format == "jpg":
+                    result = result[:3]
+                    if not warned_jpeg_alpha:
+                        warned_jpeg_alpha = True
+                        report(f"warning: JPEG has no alpha channel; alpha dropped ({job.source})")
+                depth = image.bit_depth if args.format in _SIXTEEN_BIT_FORMATS else 8
+                write_image(target, result, bit_depth=depth, quality=args.quality)
+                if attention:
+                    _write_attention(args.attention_maps, job.relative, attention)
+            except (SrkitError, OSError, RuntimeError, ValueError, MemoryError) as error:
+                failed += 1
+                message = _first_line(error)
+                if str(job.source) not in message:
+                    message = f"'{job.source}': {message}"
+                if "out of memory" in message.lower() or isinstance(error, MemoryError):
+                    message += " (try a smaller --tile)"
+                report(f"error: {message}")
+                bar.update(1)
+                continue
+            done += 1
+            megapixels += result.shape[-1] * result.shape[-2] / 1e6
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix_str(f"{megapixels / elapsed:.3f} MP/s", refresh=False)
+            bar.update(1)
+    elapsed = time.perf_counter() - started
+    summary = (
+        f"{done} upscaled, {skipped} skipped (already there; --overwrite replaces), {failed} failed"
+    )
+    if done:
+        summary += f"; {megapixels:.2f} MP out in {elapsed:.1f} s ({megapixels / elapsed:.3f} MP/s)"
+    if not args.quiet or failed:
+        print(f"srkit: {summary}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _write_attention(folder: Path, relative: Path, attention: list[Any]) -> None:
+    """``DIR/<relative stem>_switch{i}_argmax.png`` and ``..._max_weight.png`` per switch."""
+    from srkit.data.io import write_image
+    from srkit.nets.attention import attention_pictures
+
+    for index, maps in enumerate(attention):
+        pictures = attention_pictures(maps[0])
+        stem = folder / relative.parent / f"{relative.stem}_switch{index}"
+        write_image(stem.with_name(stem.name + "_argmax.png"), pictures["argmax"])
+        write_image(stem.with_name(stem.name + "_max_weight.png"), pictures["max_weight"])

@@ -1,0 +1,216 @@
+"""``srkit export``: ONNX that matches PyTorch, and safetensors the community loaders accept."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import srkit
+from srkit.cli import main
+from srkit.infer.export import export_onnx, export_safetensors, spandrel_problems
+from srkit.nets import build_network
+from srkit.weights import save_weights
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+
+SMALL = {
+    "rrdb": {"scale": 4, "nf": 8, "nb": 2, "gc": 8},
+    "spsr": {"scale": 2, "nf": 8, "nb": 4, "gc": 4},
+    "srg2": {
+        "scale": 2,
+        "nf": 8,
+        "depth": 2,
+        "transforms": 3,
+        "mux_filters": 8,
+        "temperature": 1.0,
+    },
+}
+
+
+def _model(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_network(kind, **SMALL[kind]).eval()
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_onnx_matches_pytorch_on_two_sizes(tmp_path, kind):
+    model = _model(kind)
+    report = export_onnx(model, tmp_path / f"{kind}.onnx", input_size=24)
+    assert len(report.differences) == 2  # 24x24 and 37x30
+    assert report.max_difference <= 1e-4, report.differences
+    session = onnxruntime.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"input": np.zeros((2, 3, 9, 17), np.float32)})
+    assert output.shape == (2, 3, 9 * model.scale, 17 * model.scale)  # dynamic batch/H/W
+    props = {p.key: p.value for p in onnx.load(str(report.path)).metadata_props}
+    assert json.loads(props["srkit_arch"])["type"] == kind and props["scale"] == str(model.scale)
+
+
+def test_onnx_fp16_has_half_io_and_stays_close(tmp_path):
+    model = _model("rrdb")
+    report = export_onnx(model, tmp_path / "half.onnx", fp16=True, input_size=24)
+    assert report.passed and 0 < report.max_difference <= report.tolerance
+    session = onnxruntime.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float16)"
+    assert session.get_outputs()[0].type == "tensor(float16)"
+
+
+def test_onnx_static_shape(tmp_path):
+    report = export_onnx(_model("rrdb"), tmp_path / "s.onnx", dynamic=False, input_size=16)
+    assert list(report.differences) == ["1x3x16x16"] and report.passed
+    graph = onnx.load(str(report.path)).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 16, 16]
+
+
+def test_export_cli(tmp_path, capsys):
+    save_weights(tmp_path / "g.safetensors", _model("rrdb"))
+    args = ["export", str(tmp_path / "g.safetensors"), "--onnx", str(tmp_path / "g.onnx")]
+    assert (
+        main([*args, "--input-size", "16", "--safetensors", str(tmp_path / "c.safetensors")]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "max abs difference" in out and (tmp_path / "g.onnx").is_file()
+    assert main(["export", str(tmp_path / "g.safetensors")]) == 2
+    assert "nothing to export" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# safetensors for spandrel / chaiNNer
+# ---------------------------------------------------------------------------------------------
+
+# spandrel.architectures.ESRGAN.ESRGANArch.detect: any one of these key sets must be present.
+SPANDREL_ESRGAN_KEYSETS = (
+    {"model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight"},
+    {"conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight", "conv_last.weight"},
+)
+
+
+def _keys(path: Path) -> tuple[set[str], dict[str, str]]:
+    with safe_open(str(path), framework="pt") as handle:
+        return set(handle.keys()), dict(handle.metadata())
+
+
+@pytest.mark.parametrize("layout", ["new", "old"])
+def test_rrdb_safetensors_has_a_layout_spandrel_detects(tmp_path, layout):
+    model = build_network("rrdb", scale=4, nf=8, nb=2, gc=32).eval()
+    problems = export_safetensors(model, tmp_path / "m.safetensors", layout=layout)
+    assert problems == []
+    keys, metadata = _keys(tmp_path / "m.safetensors")
+    assert any(required <= keys for required in SPANDREL_ESRGAN_KEYSETS)
+    if layout == "old":
+        assert {"model.3.weight", "model.6.weight", "model.8.weight", "model.10.weight"} <= keys
+        assert "model.1.sub.2.weight" in keys  # body conv after the nb=2 blocks
+    assert metadata["format"] == "pt" and json.loads(metadata["srkit_arch"])["type"] == "rrdb"
+    loaded = srkit.load_model(tmp_path / "m.safetensors")
+    image = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        assert torch.allclose(model(image), loaded(image), atol=1e-6)
+
+
+def test_fp16_safetensors_and_other_generators(tmp_path):
+    export_safetensors(_model("rrdb"), tmp_path / "h.safetensors", fp16=True)
+    with safe_open(str(tmp_path / "h.safetensors"), framework="pt") as handle:
+        assert handle.get_tensor("conv_first.weight").dtype == torch.float16
+    assert srkit.load_model(tmp_path / "h.safetensors").scale == 4
+    problems = export_safetensors(_model("spsr"), tmp_path / "s.safetensors")
+    assert problems and "spandrel has no srkit spsr" in problems[0]
+    assert srkit.load_model(tmp_path / "s.safetensors").srkit_arch["type"] == "spsr"
+
+
+def test_non_default_growth_channels_are_flagged_for_spandrel():
+    assert "gc=32" in spandrel_problems(_model("rrdb"))[0]  # the small test model has gc=8
+
+
+def _spandrel_available() -> bool:
+    if os.environ.get("SRKIT_SPANDREL_PATH"):
+        return True
+    return importlib.util.find_spec("spandrel") is not None
+
+
+_SPANDREL_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from spandrel import ModelLoader
+    descriptor = ModelLoader().load_from_file(sys.argv[1])
+    model = descriptor.model.eval()
+    image = torch.load(sys.argv[2])
+    with torch.no_grad():
+        out = model(image)
+    torch.save({"out": out, "arch": descriptor.architecture.id, "scale": descriptor.scale},
+               sys.argv[3])
+    """
+)
+
+# spandrel imports torchvision for two unrelated architectures (LaMa, RestoreFormer); this
+# stand-in satisfies those imports where the real torchvision does not fit the installed torch.
+# The ESRGAN code path never calls it.
+_TORCHVISION_STUB = {
+    "torchvision/__init__.py": "",
+    "torchvision/transforms/__init__.py": "",
+    "torchvision/transforms/functional.py": textwrap.dedent(
+        """
+        import enum
+        class InterpolationMode(enum.Enum):
+            NEAREST = "nearest"
+            BILINEAR = "bilinear"
+            BICUBIC = "bicubic"
+        def rotate(*args, **kwargs):
+            raise NotImplementedError("torchvision stand-in")
+        def normalize(*args, **kwargs):
+            raise NotImplementedError("torchvision stand-in")
+        """
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _spandrel_available(), reason="spandrel is not installed")
+@pytest.mark.parametrize(
+    ("layout", "options"),
+    [("new", {"scale": 4}), ("old", {"scale": 4}), ("new", {"scale": 2, "pixel_unshuffle": True})],
+)
+def test_spandrel_loads_the_export_as_esrgan_with_the_same_output(tmp_path, layout, options):
+    """Run the real spandrel ModelLoader on an srkit export (in a subprocess).
+
+    Install spandrel without its dependencies (``pip install --no-deps spandrel einops``), or
+    into a folder named by ``SRKIT_SPANDREL_PATH``.
+    """
+    torch.manual_seed(0)
+    model = build_network("rrdb", nf=16, nb=2, gc=32, **options).eval()
+    export_safetensors(model, tmp_path / "m.safetensors", layout=layout)
+    image = torch.rand(1, 3, 16, 20)
+    torch.save(image, tmp_path / "in.pt")
+    (tmp_path / "check.py").write_text(_SPANDREL_SCRIPT)
+    paths = [p for p in [os.environ.get("SRKIT_SPANDREL_PATH")] if p]
+    if importlib.util.find_spec("torchvision") is None:
+        for name, text in _TORCHVISION_STUB.items():
+            (tmp_path / "stub" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "stub" / name).write_text(text)
+        paths.append(str(tmp_path / "stub"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
+    subprocess.run(
+        [sys.executable, str(tmp_path / "check.py"), str(tmp_path / "m.safetensors"),
+         str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+        check=True, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    result = torch.load(tmp_path / "out.pt")
+    assert result["arch"] == "ESRGAN" and result["scale"] == model.scale
+    with torch.no_grad():
+        assert torch.allclose(result["out"], model(image), atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_dynamo_exporter_matches_pytorch(tmp_path, kind):
+    report = export_onnx(_model(kind), tmp_path / f"{kind}.onnx", exporter="dynamo", opset=18)
+    assert report.max_difference <= 1e-4, report.differences
