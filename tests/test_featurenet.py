@@ -151,6 +151,24 @@ def test_featurenet_trains_as_a_configuration(make_config, vgg16_file):
     loaded = load_network(folder)
     assert type(loaded).__name__ == "FeatureNet" and loaded.layer == "relu2_2"
     assert main(["info", str(folder / "generator.safetensors")]) == 0
+    # ... and the run's checkpoint folder is what an lr_feature term takes.
+    from srkit.losses.lr_feature import LRFeatureConfig, LRFeatureTerm
+
+    term = LRFeatureTerm(LRFeatureConfig(feature_net=folder, weights=vgg16_file))
+    assert term.layer == "relu2_2"
+
+
+def test_shipped_configs_validate():
+    from srkit.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    featurenet = load_config(root / "featurenet_x4.yml")
+    assert featurenet.networks["generator"].type == "featurenet"
+    assert featurenet.train.generator_input == "up(lr)"
+    assert [t.weight for t in featurenet.losses] == [1.0, 0.0]
+    disjoint = load_config(root / "disjoint_srg2_pixgan_x4.yml")
+    assert disjoint.data.train.disjoint and disjoint.data.train.lr is not None
+    assert [t.type for t in disjoint.losses] == ["lr_feature", "pixel", "pixel", "gan"]
 
 
 def test_lr_feature_term_compares_vgg_of_sr_with_the_feature_net(vgg16_file, tmp_path):

@@ -136,7 +136,7 @@ def real_lpips():
 
 
 def _tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).float().permute(2, 0, 1)[None] / 255
+    return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None] / 255
 
 
 @pytest.mark.slow
