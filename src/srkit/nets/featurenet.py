@@ -99,7 +99,7 @@ class FeatureNet(nn.Module):
     def __init__(
         self,
         arch: VGGArch = "vgg16",
-        layer: str = "conv4_3",
+        layer: str = "relu3_3",
         pretrained: bool = True,
         weights: str | None = None,
         download: bool = False,
