@@ -54,6 +54,11 @@ def _validate(args: argparse.Namespace) -> int:
     if not scale:
         raise SrkitError("cannot tell the model's scale; pass --scale")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    lpips = None
+    if args.lpips is not None:
+        from srkit.metrics.lpips import load_lpips
+
+        lpips = load_lpips(args.lpips, args.lpips_vgg, key="--lpips").to(device)
     dataset = SRDataset(hr_root=args.hr, lr_root=args.lr, scale=scale, patch_size=None)
     result = evaluate_generator(
         model.to(device),
@@ -62,6 +67,7 @@ def _validate(args: argparse.Namespace) -> int:
         device=device,
         crop_border=args.crop_border,
         y_channel=not args.rgb,
+        lpips=lpips,
     )
     keys = [k for k in result.metrics]
     width = max(len(str(row["name"])) for row in result.per_image) if result.per_image else 5
@@ -142,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_arguments(export)
     export.set_defaults(handler=_export)
 
-    validate = commands.add_parser("validate", help="PSNR/SSIM of a model on a folder of HR images")
+    validate = commands.add_parser(
+        "validate", help="PSNR/SSIM (and LPIPS) of a model on a folder of HR images"
+    )
     validate.add_argument("checkpoint", type=Path, help="weights file or checkpoint folder")
     validate.add_argument("--hr", type=Path, required=True, help="folder of HR images")
     validate.add_argument(
@@ -154,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument(
         "--rgb", action="store_true", help="metrics on RGB instead of the Y channel"
+    )
+    validate.add_argument(
+        "--lpips",
+        type=Path,
+        metavar="LIN",
+        help="also report LPIPS (VGG); LIN = the LPIPS v0.1 linear layers (lin0..lin4)",
+    )
+    validate.add_argument(
+        "--lpips-vgg",
+        type=Path,
+        metavar="VGG16",
+        help="torchvision's vgg16-397923af.pth for --lpips (default: the torch hub cache)",
     )
     validate.add_argument("--csv", type=Path, help="also write the table as CSV")
     validate.add_argument(

@@ -61,6 +61,26 @@ class TrainDataConfig(StrictModel):
     cache_images: bool = Field(
         False, description="Keep decoded images in memory (per worker); for small datasets."
     )
+    disjoint: bool = Field(
+        False,
+        description="Unpaired training: `lr` and `hr` are unrelated folders of any sizes; each "
+        "LR patch comes with a random HR patch that only discriminators see. Loss terms may "
+        "not compare anything with `hr` (use `lr_feature`, or LR-scale expressions such as "
+        "`grad(down(sr))` vs `grad(lr)`); pixgan swapping is off.",
+    )
+
+
+class LPIPSConfig(StrictModel):
+    """Weights of LPIPS (VGG, v0.1), read at start-up."""
+
+    lin: Path = Field(
+        description="The five LPIPS v0.1 VGG linear layers (lin0.weight ... lin4.weight), "
+        ".pth or .safetensors."
+    )
+    vgg: Path | None = Field(
+        None,
+        description="torchvision's ImageNet vgg16-397923af.pth; null = the torch hub cache.",
+    )
 
 
 class ValDataConfig(StrictModel):
@@ -81,6 +101,14 @@ class ValDataConfig(StrictModel):
     )
     crop_border: int | None = Field(
         None, ge=0, description="Pixels cropped from each border before metrics; null = scale."
+    )
+    losses: bool = Field(
+        True,
+        description="Also report every loss term without a discriminator on the validation "
+        "images as `val/loss/<name>` (weight-0 terms too: they are monitors, e.g. a baseline).",
+    )
+    lpips: LPIPSConfig | None = Field(
+        None, description="Report LPIPS (VGG) when the generator outputs images; null = off."
     )
 
 
@@ -625,6 +653,11 @@ def check_config(config: Any, source: str = "<config>") -> None:
             f"train.megabatch: {config.train.megabatch} does not divide data.train.batch_size "
             f"{train_data.batch_size}"
         )
+    if train_data.disjoint and train_data.lr is None:
+        fail(
+            "data.train.lr: disjoint (unpaired) training needs a folder of LR images next to "
+            "the HR folder (data.train.disjoint: true)"
+        )
     if train_data.patch_size % config.scale:
         fail(
             f"data.train.patch_size: {train_data.patch_size} is not a multiple of scale {config.scale}"
@@ -642,7 +675,7 @@ def check_config(config: Any, source: str = "<config>") -> None:
     for index, term in enumerate(config.losses):
         for field_name, value in term:
             values = value if isinstance(value, (list, tuple)) else [value]
-            if field_name in ("input", "target", "real", "fake"):
+            if field_name in ("input", "target", "real", "fake", "source"):
                 for expression in values:
                     check_expression(
                         expression, functions, f"{source}: losses.{index}.{field_name}"

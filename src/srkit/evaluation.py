@@ -1,16 +1,28 @@
-"""Whole-image evaluation of a generator: PSNR/SSIM (Y or RGB), L1, and a picture sheet.
+"""Whole-image evaluation of a generator: image metrics, loss terms, and a picture sheet.
 
 Shared by validation during training and by ``srkit validate``, so both report the same numbers.
-SR outputs are clamped and rounded to 8 bits before the metrics, as saved results would be (the
-SR literature's convention); PSNR/SSIM follow ``srkit.metrics.psnr_ssim``.
+
+What is measured depends on what the network produces, never on the method's name:
+
+* **Image metrics** (PSNR/SSIM on Y or RGB, L1, and LPIPS when an :class:`srkit.metrics.lpips.LPIPS`
+  is given) only when the output ``sr`` is an image the size of HR. SR outputs are clamped and
+  rounded to 8 bits first, as saved results would be (the SR literature's convention);
+  PSNR/SSIM follow ``srkit.metrics.psnr_ssim``.
+* **Loss terms** (given by the trainer: every term without a discriminator, weight-0 "monitor"
+  terms included) on the named tensors of each image, reported as ``loss/<term name>``. This is
+  how a feature-net run reports its feature MSE next to the bicubic-through-VGG baseline: two
+  terms, one of weight 0.
+
+Every number is a mean over images.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +38,22 @@ class EvaluationResult:
     sheet: np.ndarray | None  # LR | SR | HR rows of the first images
 
 
+def named_outputs(output: torch.Tensor | Mapping[str, Any]) -> dict[str, Any]:
+    """A generator's output as named tensors: a plain tensor is the ``sr`` output."""
+    if isinstance(output, torch.Tensor):
+        return {"sr": output}
+    if "sr" not in output:
+        raise ValueError("a generator returning a dict must include 'sr'")
+    return dict(output)
+
+
 def sr_output(output: torch.Tensor | dict) -> torch.Tensor:
-    return output if isinstance(output, torch.Tensor) else output["sr"]
+    return named_outputs(output)["sr"]
+
+
+def is_image_like(sr: torch.Tensor, hr: torch.Tensor) -> bool:
+    """Whether ``sr`` is an image comparable to ``hr`` (same shape), not e.g. a feature map."""
+    return sr.dim() == 4 and sr.shape == hr.shape
 
 
 @torch.no_grad()
@@ -42,8 +68,16 @@ def evaluate_generator(
     sheet_images: int = 0,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     prepare_input: Callable[[torch.Tensor], torch.Tensor] = lambda lr: lr,
+    loss_terms: Sequence[Any] = (),
+    views: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    lpips: nn.Module | None = None,
 ) -> EvaluationResult:
-    """Run ``network`` on every dataset item (dicts with ``lr``, ``hr``, ``name``)."""
+    """Run ``network`` on every dataset item (dicts with ``lr``, ``hr``, ``name``).
+
+    ``loss_terms`` (objects with ``name`` and ``generator_loss(StepTensors)``) are evaluated on
+    ``lr``, ``hr`` and the network's named outputs, with ``views`` as the expression functions.
+    """
+    from srkit.losses.tensors import StepTensors
     from srkit.metrics.psnr_ssim import psnr, ssim
 
     crop = scale if crop_border is None else crop_border
@@ -60,20 +94,37 @@ def evaluate_generator(
             lr = item["lr"][None].to(device)
             hr = item["hr"][None].to(device)
             with autocast():
-                sr = sr_output(network(prepare_input(lr))).float().clamp(0, 1)
-            sr8 = torch.round(sr * 255) / 255
-            sr_image = sr8[0].permute(1, 2, 0).cpu().numpy()
-            hr_image = hr[0].permute(1, 2, 0).cpu().numpy()
-            values = {
-                "psnr" + suffix: psnr(sr_image, hr_image, crop_border=crop, y_channel=y_channel),
-                "ssim" + suffix: ssim(sr_image, hr_image, crop_border=crop, y_channel=y_channel),
-                "l1": float((sr - hr).abs().mean()),
+                outputs = named_outputs(network(prepare_input(lr)))
+            outputs = {
+                key: value.float() if isinstance(value, torch.Tensor) else value
+                for key, value in outputs.items()
             }
+            values: dict[str, float] = {}
+            sr = outputs["sr"]
+            if is_image_like(sr, hr):
+                sr = sr.clamp(0, 1)
+                sr8 = torch.round(sr * 255) / 255
+                sr_image = sr8[0].permute(1, 2, 0).cpu().numpy()
+                hr_image = hr[0].permute(1, 2, 0).cpu().numpy()
+                values["psnr" + suffix] = psnr(
+                    sr_image, hr_image, crop_border=crop, y_channel=y_channel
+                )
+                values["ssim" + suffix] = ssim(
+                    sr_image, hr_image, crop_border=crop, y_channel=y_channel
+                )
+                values["l1"] = float((sr - hr).abs().mean())
+                if lpips is not None:
+                    values["lpips"] = float(lpips(sr8, hr)[0])
+                if index < sheet_images:
+                    triples.append((lr[0], sr8[0], hr[0]))
+            if loss_terms:
+                tensors = StepTensors({"lr": lr, "hr": hr, **outputs}, views or {})
+                with autocast():
+                    for term in loss_terms:
+                        values[f"loss/{term.name}"] = float(term.generator_loss(tensors))
             for key, value in values.items():
                 sums[key] += value
             per_image.append({"name": item.get("name", str(index)), **values})
-            if index < sheet_images:
-                triples.append((lr[0], sr8[0], hr[0]))
     finally:
         network.train(was_training)
     metrics = {key: value / max(count, 1) for key, value in sums.items()}

@@ -31,6 +31,10 @@ Design points:
   corresponding region of the whole-image LR. LR is clipped to [0, 1] and, by default
   (``quantize_lr=True``), rounded to 8-bit levels, so on-the-fly LR matches LR made once and
   stored as PNG, as benchmark LR sets are (and as users' 8-bit inputs will be).
+* **Unpaired data** (:class:`UnpairedDataset`, disjoint training): an LR folder and an HR
+  folder of any sizes and unrelated content. An epoch visits every LR image once; the HR image
+  of an item is drawn from the item's sample seed, so items stay a pure function of
+  ``(index, sample_seed)`` and resume stays exact.
 * **Spawn-safe.** Attributes are plain data (no open files, no lambdas, no loggers), and the
   optional decoded-image cache is dropped when pickled, so the dataset works with
   ``DataLoader(num_workers=k, multiprocessing_context="spawn")`` on every platform.
@@ -52,7 +56,7 @@ from srkit.data.imresize import imresize
 from srkit.data.io import IMAGE_EXTENSIONS, UnreadableImageError, quick_check, read_rgb
 from srkit.errors import DataError
 
-__all__ = ["LR_MARGIN", "SRDataset", "find_images"]
+__all__ = ["LR_MARGIN", "SRDataset", "UnpairedDataset", "find_images"]
 
 logger = logging.getLogger("srkit.data")
 
@@ -397,6 +401,212 @@ class SRDataset(Dataset):
         if self.quantize_lr:
             lr = np.round(lr * 255.0) / 255.0
         return lr.astype(np.float32, copy=False)
+
+
+class _ImageFolder:
+    """The usable images of one folder: headers checked at start-up, bad files skipped.
+
+    Plain data only (spawn-safe); the optional decoded-image cache is dropped when pickled.
+    """
+
+    def __init__(self, root: str, min_size: int, label: str, cache_images: bool) -> None:
+        self.root = root
+        self.label = label
+        self.cache_images = cache_images
+        self.skipped: list[tuple[str, str]] = []
+        self.paths: list[str] = []
+        self.names: list[str] = []
+        files = find_images(root)
+        for path in files:
+            try:
+                width, height = quick_check(path)
+            except UnreadableImageError as error:
+                self._skip(path, error.reason)
+                continue
+            if min(width, height) < min_size:
+                self._skip(
+                    path, f"too small ({width}x{height}; need at least {min_size}x{min_size})"
+                )
+                continue
+            self.paths.append(str(path))
+            self.names.append(path.relative_to(root).as_posix())
+        if not self.paths:
+            detail = (
+                f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found"
+                if not files
+                else f"{len(self.skipped)} files skipped: "
+                + "; ".join(f"'{path}': {reason}" for path, reason in self.skipped[:3])
+            )
+            raise DataError(f"no usable images in '{root}' ({detail})")
+        self._cache: dict[int, np.ndarray] = {}
+        self._bad: set[int] = set()
+
+    def _skip(self, path: Path, reason: str) -> None:
+        self.skipped.append((str(path), reason))
+        logger.warning("%s: skipping '%s': %s", self.label, path, reason)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> tuple[int, np.ndarray]:
+        """(index actually used, HWC float32 image); an undecodable file is replaced by the
+        next one (deterministically: the replacement depends only on which files are bad)."""
+        count = len(self.paths)
+        for attempt in range(count):
+            current = (index + attempt) % count
+            if current in self._bad:
+                continue
+            cached = self._cache.get(current)
+            if cached is not None:
+                return current, cached
+            try:
+                image = read_rgb(self.paths[current])
+            except (UnreadableImageError, OSError) as error:
+                self._bad.add(current)
+                logger.warning(
+                    "%s: skipping '%s' (substituting the next image): %s",
+                    self.label,
+                    self.names[current],
+                    error,
+                )
+                continue
+            if self.cache_images:
+                self._cache[current] = image
+            return current, image
+        raise DataError(f"no image in '{self.root}' could be decoded")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+
+def _crop_and_augment(
+    image: np.ndarray,
+    size: int,
+    rng: np.random.Generator | None,
+    flips: bool,
+    rotations: bool,
+) -> np.ndarray:
+    """A square ``size`` patch of one image, random with ``rng`` (else centred), with random
+    flips/rotations (with ``rng``); draws the same number of values whatever the options."""
+    height, width = image.shape[:2]
+    if rng is None:
+        top, left = (height - size) // 2, (width - size) // 2
+    else:
+        top = int(rng.integers(0, height - size + 1))
+        left = int(rng.integers(0, width - size + 1))
+    patch = image[top : top + size, left : left + size]
+    if rng is not None:
+        horizontal, vertical, quarter_turns = (
+            bool(rng.integers(2)),
+            bool(rng.integers(2)),
+            int(rng.integers(4)),
+        )
+        if flips:
+            if horizontal:
+                patch = patch[:, ::-1]
+            if vertical and not rotations:
+                patch = patch[::-1]
+        if rotations and quarter_turns:
+            patch = np.rot90(patch, quarter_turns)
+    return patch
+
+
+class UnpairedDataset(Dataset):
+    """LR and HR images without correspondence, for disjoint (unpaired) training.
+
+    Items are ``{"lr": (3, p/scale, p/scale), "hr": (3, p, p), "name": str}`` (``p`` =
+    ``patch_size``; ``name`` is the LR image's) with LR and HR patches from *unrelated* images:
+    the HR patch exists only for discriminators. The dataset's length is the number of LR
+    images, so an epoch of the sampler visits every LR image once; the HR image of an
+    ``(index, sample_seed)`` item is drawn uniformly from the sample seed, as are both crops
+    and their (independent) flips and rotations. Items are therefore a pure function of
+    ``(index, sample_seed)`` like :class:`SRDataset`'s. A plain ``int`` index gives centred
+    crops (HR image ``index mod`` the HR count) without augmentation.
+
+    Args:
+        hr_root: folder of high-resolution images (any count, any content).
+        lr_root: folder of low-resolution images (any count, any content).
+        scale: upscaling factor (HR patch side / LR patch side).
+        patch_size: side of the square HR patch (a multiple of ``scale``).
+        flips: random horizontal and vertical flips.
+        rotations: random 90° rotations.
+        cache_images: keep decoded images in memory (per process, not pickled).
+
+    Raises:
+        DataError: a missing folder, a folder without a usable image, or ``patch_size`` not a
+            multiple of ``scale``.
+    """
+
+    def __init__(
+        self,
+        hr_root: str | os.PathLike[str],
+        lr_root: str | os.PathLike[str],
+        scale: int = 4,
+        patch_size: int = 128,
+        flips: bool = True,
+        rotations: bool = True,
+        cache_images: bool = False,
+    ) -> None:
+        if patch_size < 1 or patch_size % scale:
+            raise DataError(f"patch_size {patch_size} is not a positive multiple of scale {scale}")
+        self.scale = int(scale)
+        self.patch_size = patch_size
+        self.flips = flips
+        self.rotations = rotations
+        self.lr_images = _ImageFolder(
+            str(lr_root), patch_size // scale, Path(lr_root).name or str(lr_root), cache_images
+        )
+        self.hr_images = _ImageFolder(
+            str(hr_root), patch_size, Path(hr_root).name or str(hr_root), cache_images
+        )
+        self.skipped = self.lr_images.skipped + self.hr_images.skipped
+        logger.info(
+            "unpaired data: %d LR images in '%s', %d HR images in '%s'%s",
+            len(self.lr_images),
+            lr_root,
+            len(self.hr_images),
+            hr_root,
+            f" ({len(self.skipped)} skipped)" if self.skipped else "",
+        )
+
+    def __len__(self) -> int:
+        return len(self.lr_images)
+
+    @property
+    def names(self) -> list[str]:
+        """Relative LR paths, in index order."""
+        return list(self.lr_images.names)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(item, tuple | list):
+            index, sample_seed = int(item[0]), int(item[1])
+        else:
+            index, sample_seed = int(item), None
+        count = len(self.lr_images)
+        if not -count <= index < count:
+            raise IndexError(f"index {index} out of range for {count} samples")
+        index %= count
+        rng = None if sample_seed is None else np.random.default_rng(sample_seed)
+        hr_index = index if rng is None else int(rng.integers(len(self.hr_images)))
+        lr_index, lr = self.lr_images.load(index)
+        _, hr = self.hr_images.load(hr_index % len(self.hr_images))
+        size = self.patch_size
+        lr_patch = _crop_and_augment(lr, size // self.scale, rng, self.flips, self.rotations)
+        hr_patch = _crop_and_augment(hr, size, rng, self.flips, self.rotations)
+        return {
+            "lr": _to_tensor(lr_patch),
+            "hr": _to_tensor(hr_patch),
+            "name": self.lr_images.names[lr_index],
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"UnpairedDataset(lr='{self.lr_images.root}' ({len(self.lr_images)}), "
+            f"hr='{self.hr_images.root}' ({len(self.hr_images)}), scale={self.scale}, "
+            f"patch_size={self.patch_size})"
+        )
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:

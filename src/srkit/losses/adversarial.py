@@ -86,6 +86,9 @@ class GanTerm(LossTerm):
     def expressions(self) -> list[str]:
         return [self.real, *self.fake]
 
+    def real_expressions(self) -> list[str]:
+        return [self.real]
+
     def generator_loss(self, tensors: StepTensors) -> torch.Tensor:
         discriminator = self._networks[self.discriminator]
         fake_logits = [discriminator(tensors[expression]) for expression in self.fake]

@@ -80,6 +80,12 @@ class LossTerm(nn.Module):
         """Tensor expressions this term reads (checked against the data mode at start-up)."""
         return []
 
+    def real_expressions(self) -> list[str]:
+        """Those of :meth:`expressions` read only as samples of real images for a discriminator
+        (not as targets paired with the input): the only ones that may read ``hr`` when LR and
+        HR images are unpaired (``BuildContext.disjoint``)."""
+        return []
+
     def generator_loss(self, tensors: StepTensors) -> torch.Tensor:
         raise NotImplementedError
 

@@ -3,7 +3,14 @@
 Importing this package registers every network with :mod:`srkit.nets.registry`.
 """
 
-from srkit.nets import discriminators, rrdb, spsr, srg2, vgg  # noqa: F401  (registers)
+from srkit.nets import (  # noqa: F401  (registers)
+    discriminators,
+    featurenet,
+    rrdb,
+    spsr,
+    srg2,
+    vgg,
+)
 from srkit.nets.registry import build_network, detect_network, network_names
 
 __all__ = ["build_network", "detect_network", "network_names"]

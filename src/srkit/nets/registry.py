@@ -10,6 +10,12 @@ Detection: a registered network may supply ``detect(state_dict) -> kwargs | None
 recognises its own state dicts and recovers the constructor arguments, so a bare weights file is
 enough to rebuild the model (as the ecosystem's model loaders do).
 
+Initial-weight arguments: a constructor may take arguments that only say where its *initial*
+weights come from (``pretrained``, ``weights``: a VGG copies ImageNet weights in its
+constructor). Registered as ``weight_source={"pretrained": False, ...}``, they are recorded with
+those neutral values in ``srkit_arch``, so rebuilding a saved network from its checkpoint (whose
+weights replace the initial ones anyway) never needs the original weights file.
+
 This module needs torch only.
 """
 
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -38,6 +44,9 @@ class NetworkEntry:
     constructor: Callable[..., nn.Module]
     role: Role
     detect: Detector | None
+    # Constructor arguments that only choose the initial weights, with the values to rebuild
+    # a saved network with (its checkpoint supplies the weights).
+    weight_source: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
@@ -48,13 +57,22 @@ class NetworkEntry:
 _REGISTRY: dict[str, NetworkEntry] = {}
 
 
-def register_network(name: str, role: Role, detect: Detector | None = None):
-    """Class/function decorator adding a network constructor to the registry."""
+def register_network(
+    name: str,
+    role: Role,
+    detect: Detector | None = None,
+    weight_source: Mapping[str, Any] | None = None,
+):
+    """Class/function decorator adding a network constructor to the registry.
+
+    ``weight_source`` maps the constructor arguments that only choose initial weights to the
+    values a checkpoint records for them (see the module docstring).
+    """
 
     def decorator(constructor):
         if name in _REGISTRY and _REGISTRY[name].constructor is not constructor:
             raise ValueError(f"network name '{name}' registered twice")
-        _REGISTRY[name] = NetworkEntry(name, constructor, role, detect)
+        _REGISTRY[name] = NetworkEntry(name, constructor, role, detect, dict(weight_source or {}))
         return constructor
 
     return decorator
@@ -75,16 +93,19 @@ def build_network(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered network and remember how it was built.
 
     The module gets an ``srkit_arch`` attribute ``{"type": name, **kwargs}`` that checkpoints
-    store as metadata, so the exact network can be rebuilt without a config.
+    store as metadata, so the exact network can be rebuilt without a config; initial-weight
+    arguments are recorded with their neutral values (no weights file needed to rebuild).
     """
     entry = get_network_entry(name)
     module = entry.constructor(**kwargs)
-    module.srkit_arch = {"type": name, **kwargs}
+    module.srkit_arch = {"type": name, **kwargs, **entry.weight_source}
     return module
 
 
 def detect_network(state_dict: StateDict) -> tuple[str, dict[str, Any]]:
     """Recognise the architecture of a bare state dict: (network name, constructor kwargs).
+
+    The kwargs include the network's initial-weight arguments at their neutral values.
 
     Raises CheckpointError naming the tried architectures when none recognises the keys.
     """
@@ -93,7 +114,8 @@ def detect_network(state_dict: StateDict) -> tuple[str, dict[str, Any]]:
             continue
         kwargs = entry.detect(state_dict)
         if kwargs is not None:
-            return entry.name, kwargs
+            # The state dict holds the weights: never fetch initial ones to rebuild it.
+            return entry.name, {**kwargs, **entry.weight_source}
     tried = ", ".join(sorted(e.name for e in _REGISTRY.values() if e.detect))
     sample = ", ".join(list(state_dict)[:3])
     raise CheckpointError(

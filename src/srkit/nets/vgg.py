@@ -352,7 +352,11 @@ class _VGGFeatureNetwork(VGGFeatureExtractor):
         return super().forward(x)[self.layer]
 
 
-@register_network("vgg19_features", role="feature")
+#: Initial-weight arguments of the VGG networks: a checkpoint rebuilds them without the file.
+VGG_WEIGHT_SOURCE = {"pretrained": False, "weights": None, "download": False}
+
+
+@register_network("vgg19_features", role="feature", weight_source=VGG_WEIGHT_SOURCE)
 class VGG19Features(_VGGFeatureNetwork):
     """VGG19 features at one named layer (frozen ImageNet VGG by default).
 
@@ -377,7 +381,7 @@ class VGG19Features(_VGGFeatureNetwork):
         super().__init__("vgg19", layer, pretrained, weights, download, trainable, normalize_input)
 
 
-@register_network("vgg16_features", role="feature")
+@register_network("vgg16_features", role="feature", weight_source=VGG_WEIGHT_SOURCE)
 class VGG16Features(_VGGFeatureNetwork):
     """VGG16 features at one named layer (frozen ImageNet VGG by default).
 

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from srkit.config import constructor_arguments, trained_network_names
-from srkit.errors import ConfigError
+from srkit.errors import ConfigError, SrkitError
 from srkit.losses.base import BuildContext, LossTerm, loss_entries
-from srkit.losses.tensors import View, builtin_views
+from srkit.losses.tensors import View, builtin_views, parse_expression
 from srkit.nets.registry import build_network, get_network_entry
 from srkit.weights import load_state, read_weights, resolve_weights_file
 
@@ -67,11 +67,65 @@ def build_loss_terms(config: Any, context: BuildContext) -> list[LossTerm]:
     entries = loss_entries()
     terms = []
     for index, term_config in enumerate(config.losses):
-        term = entries[term_config.type].build(term_config, context)
+        try:
+            term = entries[term_config.type].build(term_config, context)
+        except SrkitError as error:
+            raise type(error)(f"losses.{index} ({term_config.log_name}): {error}") from None
         if term.discriminator is not None:
             check_discriminator_fits(term, context.networks[term.discriminator], index)
+        if context.disjoint:
+            check_unpaired(term, index)
         terms.append(term.to(context.device))
     return terms
+
+
+def reads_hr(expression: str) -> bool:
+    """Whether a tensor expression is computed from the HR batch (``hr``, ``grad(hr)`` ...)."""
+    return parse_expression(expression.replace(" ", ""))[-1] == "hr"
+
+
+def check_unpaired(term: LossTerm, index: int) -> None:
+    """With unpaired data only discriminators may see HR: refuse terms comparing with it."""
+    real = set(term.real_expressions())
+    for expression in term.expressions():
+        if expression not in real and reads_hr(expression):
+            raise ConfigError(
+                f"losses.{index} ({term.name}): reads '{expression}', but with "
+                "data.train.disjoint: true the HR images are unrelated to the LR ones and only "
+                "feed discriminators; remove the term, use lr_feature, or compare at LR scale "
+                "(e.g. input: grad(down(sr)), target: grad(lr))"
+            )
+
+
+def build_train_dataset(config: Any) -> Any:
+    """The training dataset of ``data.train``: paired/HR-only, or unpaired (disjoint)."""
+    from srkit.data.datasets import SRDataset, UnpairedDataset
+
+    data = config.data.train
+    if data.disjoint:
+        if reads_hr(config.train.generator_input):
+            raise ConfigError(
+                f"train.generator_input: '{config.train.generator_input}' reads HR images, "
+                "which are unrelated to the LR ones with data.train.disjoint: true"
+            )
+        return UnpairedDataset(
+            hr_root=data.hr,
+            lr_root=data.lr,
+            scale=config.scale,
+            patch_size=data.patch_size,
+            flips=data.flips,
+            rotations=data.rotations,
+            cache_images=data.cache_images,
+        )
+    return SRDataset(
+        hr_root=data.hr,
+        lr_root=data.lr,
+        scale=config.scale,
+        patch_size=data.patch_size,
+        flips=data.flips,
+        rotations=data.rotations,
+        cache_images=data.cache_images,
+    )
 
 
 def check_discriminator_fits(term: LossTerm, discriminator: nn.Module, index: int) -> None:

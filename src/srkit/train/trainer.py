@@ -46,7 +46,12 @@ from srkit.losses.base import BuildContext, LossTerm
 from srkit.losses.tensors import StepTensors
 from srkit.nets.switch import SwitchTemperatureWarning
 from srkit.train import checkpoint as ckpt
-from srkit.train.build import build_loss_terms, build_networks, tensor_views
+from srkit.train.build import (
+    build_loss_terms,
+    build_networks,
+    build_train_dataset,
+    tensor_views,
+)
 from srkit.train.distributed import (
     ProcessGroup,
     average_across_processes,
@@ -157,8 +162,14 @@ class Trainer:
         self.generator = self.networks["generator"]
         self.discriminator_names = self.trained[1:]
         self.views = tensor_views(config, self.networks)
-        context = BuildContext(scale=config.scale, device=self.device, networks=self.networks)
+        context = BuildContext(
+            scale=config.scale,
+            device=self.device,
+            networks=self.networks,
+            disjoint=config.data.train.disjoint,
+        )
         self.terms: list[LossTerm] = build_loss_terms(config, context)
+        self.lpips = self._lpips()
         self.terms_of = {
             d: [t for t in self.terms if t.discriminator == d] for d in self.discriminator_names
         }
@@ -261,18 +272,7 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     def _train_dataset(self) -> Any:
-        from srkit.data.datasets import SRDataset
-
-        data = self.config.data.train
-        return SRDataset(
-            hr_root=data.hr,
-            lr_root=data.lr,
-            scale=self.config.scale,
-            patch_size=data.patch_size,
-            flips=data.flips,
-            rotations=data.rotations,
-            cache_images=data.cache_images,
-        )
+        return build_train_dataset(self.config)
 
     def data_loader(self) -> Iterator[dict[str, Any]]:
         """Training batches from the current step on (the same stream a resumed run sees)."""
@@ -643,9 +643,23 @@ class Trainer:
         barrier(self.group)
         return results
 
-    def evaluate(self, network: nn.Module) -> tuple[dict[str, float], Any]:
-        """Validation metrics of ``network`` and its LR | SR | HR sheet."""
+    def _lpips(self) -> nn.Module | None:
+        """LPIPS for validation when configured (missing files: an error now, not mid-run)."""
         val = self.config.data.val
+        if val is None or val.lpips is None:
+            return None
+        from srkit.metrics.lpips import load_lpips
+
+        return load_lpips(val.lpips.lin, val.lpips.vgg, key="data.val.lpips").to(self.device)
+
+    def evaluate(self, network: nn.Module) -> tuple[dict[str, float], Any]:
+        """Validation metrics of ``network`` and its LR | SR | HR sheet.
+
+        Image metrics when the output is an image the size of HR; every loss term without a
+        discriminator (monitors of weight 0 included) when ``data.val.losses``.
+        """
+        val = self.config.data.val
+        terms = [t for t in self.terms if t.discriminator is None] if val.losses else []
         result = evaluate_generator(
             network,
             self._validation_set(),
@@ -659,6 +673,9 @@ class Trainer:
             prepare_input=lambda lr: StepTensors({"lr": lr}, self.views)[
                 self.train_cfg.generator_input
             ],
+            loss_terms=terms,
+            views=self.views,
+            lpips=self.lpips,
         )
         return result.metrics, result.sheet
 
