@@ -353,7 +353,7 @@ def test_malicious_pickles_never_run(world, tmp_path):
     marker = tmp_path / "marker"
     weights = tmp_path / "evil.pth"
     with open(weights, "wb") as handle:
-        pickle.dump({"conv_first.weight": _Exploit(marker)}, handle)
+        pickle.dump({"conv_first.weight": _Exploit(marker)}, handle, protocol=2)
     torch.save({"params": _Exploit(marker)}, tmp_path / "evil_zip.pth")
     for file in (weights, tmp_path / "evil_zip.pth"):
         raw = config(world, "evil", **{"networks.generator.init": str(file)})

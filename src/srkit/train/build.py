@@ -52,25 +52,34 @@ def build_networks(config: Any, device: torch.device) -> dict[str, nn.Module]:
             )
             module = build_network(section.type, **network_arguments(section, config.scale))
         if section.init is not None:
-            file = resolve_weights_file(section.init, network=name)
-            state, metadata = read_weights(file)
-            try:
-                load_state(module, state, strict=section.init_strict, source=str(file))
-            except CheckpointError as error:
-                from srkit.train.checkpoint import architecture_difference
-
-                difference = architecture_difference(metadata, module)
-                if difference is None:
-                    raise ConfigError(f"networks.{name}.init: {error}") from error
-                raise ConfigError(
-                    f"networks.{name}.init: '{file}' {difference}; set networks.{name} to match "
-                    "the weights, or start from weights made for this network"
-                ) from error
+            file = _load_init_weights(name, section, module)
             log.info("networks.%s: weights from %s", name, file)
         if name not in trained:
             module.requires_grad_(False).eval()
         networks[name] = module.to(device)
     return networks
+
+
+def _load_init_weights(name: str, section: Any, module: nn.Module) -> Any:
+    """Load ``networks.<name>.init`` into ``module``; every problem names that key."""
+    from srkit.train.checkpoint import architecture_difference
+
+    try:
+        file = resolve_weights_file(section.init, network=name)
+        state, metadata = read_weights(file)
+    except CheckpointError as error:
+        raise ConfigError(f"networks.{name}.init: {error}") from error
+    try:
+        load_state(module, state, strict=section.init_strict, source=str(file))
+    except CheckpointError as error:
+        difference = architecture_difference(metadata, module)
+        if difference is None:
+            raise ConfigError(f"networks.{name}.init: {error}") from error
+        raise ConfigError(
+            f"networks.{name}.init: '{file}' {difference}; set networks.{name} to match "
+            "the weights, or start from weights made for this network"
+        ) from error
+    return file
 
 
 def tensor_views(config: Any, networks: dict[str, nn.Module]) -> dict[str, View]:
@@ -104,7 +113,9 @@ def check_discriminator_fits(term: LossTerm, discriminator: nn.Module, index: in
         getattr(term, "needs_map_discriminator", False)
         and getattr(discriminator, "reduction", None) is None
     ):
+        kind = getattr(discriminator, "srkit_arch", {}).get("type", type(discriminator).__name__)
         raise ConfigError(
-            f"losses.{index}: '{term.name}' needs a discriminator that outputs a logit map "
-            f"(pixdisc, unet, switched); '{term.discriminator}' outputs one logit per image"
+            f"losses.{index}: term '{term.name}' needs a discriminator that outputs a logit map "
+            f"(pixdisc, unet, switched), but '{term.discriminator}' is {kind}, which outputs "
+            "one logit per image; change that network's type or the term's gan_type"
         )

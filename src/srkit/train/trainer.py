@@ -248,9 +248,17 @@ class Trainer:
                 )
             return folder
         folder = Path(resume)
-        problem = ckpt.checkpoint_problem(folder) if folder.is_dir() else "not a checkpoint folder"
+        if not folder.exists():
+            problem = "no such folder"
+        elif not folder.is_dir():
+            problem = "not a folder"
+        else:
+            problem = ckpt.checkpoint_problem(folder)
         if problem:
-            raise CheckpointError(f"cannot resume from '{folder}': {problem}")
+            raise CheckpointError(
+                f"cannot resume from '{folder}': {problem}; pass a checkpoint folder "
+                "(<output_dir>/<name>/checkpoints/step_N) or use --resume auto"
+            )
         return folder
 
     def _optimizer_config(self, name: str) -> Any:
