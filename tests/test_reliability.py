@@ -146,6 +146,16 @@ def test_skip_gives_up_after_the_limit(world, monkeypatch):
         Trainer(validate_config(raw), quiet=True).run()
 
 
+def test_nan_gradient_behind_finite_losses_is_caught(world):
+    trainer = Trainer(validate_config(config(world, "nan_grad")), quiet=True)
+    parameter = next(trainer.generator.parameters())
+    parameter.register_hook(lambda grad: grad * float("nan"))
+    before = parameter.detach().clone()
+    with pytest.raises(DivergedError, match=r"non-finite gradient at step 1: grad_norm/generator"):
+        trainer.train_step(next(trainer.data_loader()), 0)
+    assert torch.equal(parameter.detach(), before)
+
+
 def test_gradient_clipping_bounds_the_update(world):
     raw = config(world, "clip", **{"train.grad_clip": 1e-6})
     trainer = Trainer(validate_config(raw), quiet=True)

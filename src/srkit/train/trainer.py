@@ -394,18 +394,24 @@ class Trainer:
         else:
             loss.backward()
 
-    def _prepare_update(self, name: str, logs: dict[str, torch.Tensor], with_norm: bool) -> None:
-        """Unscale (fp16) and clip ``name``'s gradients; log their norm when asked."""
+    def _prepare_update(self, name: str) -> torch.Tensor:
+        """Unscale (fp16) and clip ``name``'s gradients; their norm before clipping.
+
+        The norm is computed every step (one cheap pass over the gradients) so that a NaN/Inf
+        gradient behind finite losses is caught too.
+        """
         optimizer = self.optimizers[name]
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
         parameters = [p for p in self.networks[name].parameters() if p.grad is not None]
         clip = self.train_cfg.grad_clip
-        if clip is not None or with_norm:
-            norm = torch.nn.utils.clip_grad_norm_(
-                parameters, clip if clip is not None else math.inf
-            )
-            logs[f"grad_norm/{name}"] = norm.detach()
+        if clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
+        elif hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(parameters, math.inf)
+        return norm.detach()
 
     def _apply_update(self, name: str) -> None:
         optimizer = self.optimizers[name]
@@ -504,16 +510,15 @@ class Trainer:
                 updated.append(name)
                 logs.update(totals)
 
-        for name in updated:
-            self._prepare_update(name, logs, with_norms)
-            network_of[f"grad_norm/{name}"] = name
-        # Losses of every term; gradient norms too where computed, except under fp16, whose
-        # scaler handles overflowing gradients itself (it skips those steps).
-        checked = {
-            k: v
-            for k, v in logs.items()
-            if k.count("/") == 1 and (self.scaler is None or not k.startswith("grad_norm/"))
-        }
+        norms = {f"grad_norm/{name}": self._prepare_update(name) for name in updated}
+        network_of.update({key: key.split("/", 1)[1] for key in norms})
+        # Every loss term, and the gradient norms except under fp16, whose scaler handles
+        # overflowing gradients itself (it skips those steps).
+        checked = {k: v for k, v in logs.items() if k.count("/") == 1}
+        if self.scaler is None:
+            checked.update(norms)
+        if with_norms:
+            logs.update(norms)
         if not self._step_is_finite(checked):
             return self._nonfinite_step(step, batch, logs, checked, network_of, updated)
         self.nonfinite.step_ok()
