@@ -314,6 +314,7 @@ simple(
     "A misspelt network type.",
     "networks.generator.type: unknown network type 'rrbd' (did you mean 'rrdb'?)",
     setting(("networks.generator.type", "rrbd")),
+    mask=(r"(?<=; valid: ).*$",),
 )
 simple(
     "config-unknown-loss-type",
@@ -321,6 +322,7 @@ simple(
     "A misspelt loss term type.",
     "losses.0.type: unknown loss term type 'pixle' (did you mean 'pixel'?)",
     setting(("losses.0.type", "pixle")),
+    mask=(r"(?<=; valid: ).*$",),
 )
 simple(
     "config-no-generator",
@@ -404,8 +406,9 @@ simple(
     "config-unknown-view",
     "config",
     "A tensor expression uses an unknown function.",
-    "losses.0.input",
+    "losses.0.input: unknown function 'gard' in 'gard(sr)'",
     setting(("losses.0.input", "gard(sr)")),
+    mask=(r"(?<=; available: ).*$",),
 )
 simple(
     "config-restart-weights",
@@ -938,7 +941,7 @@ Other exit statuses of `srkit train`:
 | 130, 143 | stopped by SIGINT (Ctrl-C) / SIGTERM after saving a checkpoint of the current step | continue with `--resume auto` |
 
 In the messages, `<tmp>` stands for the folder the example ran in; `…` marks text that comes
-from a library and varies between versions.
+from a library and varies between versions, or a list of names that grows with srkit.
 """
 
 

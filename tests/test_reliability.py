@@ -124,6 +124,25 @@ def test_skip_drops_the_whole_step_for_every_network(world, monkeypatch):
     assert not all(torch.equal(after[k], v) for k, v in snapshot(trainer).items())
 
 
+def test_skip_with_a_gradient_scaler_keeps_the_scaler_consistent(world, monkeypatch):
+    """The fp16 path (GradScaler), exercised on the CPU: a skipped step closes the scaler's
+    step (unscale_ must not be called twice) and lowers its scale, as an overflow would."""
+    monkeypatch.setenv(reliability.NAN_HOOK, "g/pixel@2")
+    trainer = Trainer(
+        validate_config(config(world, "skip_scaler", **{"train.nan_policy": "skip"})), quiet=True
+    )
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    batches = trainer.data_loader()
+    trainer.train_step(next(batches), 0)
+    scale = trainer.scaler.get_scale()
+    before = snapshot(trainer)
+    assert trainer.train_step(next(batches), 1) == {}
+    assert all(torch.equal(before[k], v) for k, v in snapshot(trainer).items())
+    assert trainer.scaler.get_scale() < scale
+    trainer.train_step(next(batches), 2)  # no "unscale_() has already been called"
+    assert trainer.nonfinite.skipped_total == 1
+
+
 def test_skip_continues_counts_and_logs(world, monkeypatch):
     monkeypatch.setenv(reliability.NAN_HOOK, "g/pixel@3")
     raw = config(world, "skip_run", **{"train.nan_policy": "skip"})

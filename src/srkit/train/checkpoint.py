@@ -126,14 +126,13 @@ def save_checkpoint(
         payload = _serialise({**training_state, "weights_sha256": weights_sha256})
         _write_file(staging / STATE_FILE, lambda path: atomic_write_bytes(path, payload))
         files.append(STATE_FILE)
+        digests = {**weights_sha256, STATE_FILE: hashlib.sha256(payload).hexdigest()}
+        payload = b""  # free it before the manifest and the rename
         done()
         manifest = {
             "step": step,
             "files": {
-                name: {
-                    "sha256": weights_sha256.get(name) or _sha256(staging / name),
-                    "bytes": (staging / name).stat().st_size,
-                }
+                name: {"sha256": digests[name], "bytes": (staging / name).stat().st_size}
                 for name in files
             },
         }
