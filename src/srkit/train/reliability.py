@@ -20,7 +20,6 @@ it; every policy lives here.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -108,10 +107,6 @@ def describe_write_failure(path: Path, error: BaseException) -> str:
         text = str(error).strip().splitlines()
         reason = text[0][:200] if text else type(error).__name__
     return f"cannot write '{path}': {reason} ({free_space(path)})"
-
-
-def is_disk_problem(error: BaseException) -> bool:
-    return error_number(error) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 def check_output_folder(run_dir: Path) -> None:
