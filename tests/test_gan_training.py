@@ -113,7 +113,13 @@ def test_megabatch_invariance_with_a_discriminator(make_config):
     for key in ("g/gan", "g/pixel", "g/total", "d/gan", "d/gan/real_logit", "d/gan/fake_logit"):
         assert logs2[key] == pytest.approx(logs1[key], rel=1e-5, abs=1e-7), key
     for key in grads1:
-        torch.testing.assert_close(grads2[key], grads1[key], rtol=1e-4, atol=1e-6, msg=key)
+        # Relative to each tensor's scale: bias gradients are sums over every HR pixel and
+        # lose their last float32 digits to cancellation (seen: 1.2e-4 of the scale), so an
+        # element-wise rtol would test float noise. Any real error in chunking or in the
+        # 1/megabatch scaling is a factor, far above this bound.
+        scale = grads1[key].abs().max().item()
+        difference = (grads2[key] - grads1[key]).abs().max().item()
+        assert difference <= 3e-4 * scale + 1e-7, (key, difference, scale)
 
 
 def test_resume_with_discriminator_is_exact(make_config):

@@ -1,7 +1,10 @@
 """The ``srkit`` command line: train, upscale, export, validate, info, schema.
 
 User errors (:class:`srkit.errors.SrkitError`) print one line ``srkit: error: ...`` and exit with
-code 2; ``--debug`` shows the traceback instead. Heavy imports happen inside the commands so
+code 2; ``--debug`` shows the traceback instead. A few errors that are not bad inputs have their
+own status (``exit_code``): 3 a loss became NaN/Inf, 4 a checkpoint could not be written. A
+training run stopped by SIGINT/SIGTERM (after saving a checkpoint) exits with 128 + the signal
+number. ``docs/errors.md`` lists every message. Heavy imports happen inside the commands so
 ``srkit --help`` stays fast.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +28,10 @@ def _train(args: argparse.Namespace) -> int:
     from srkit.train.trainer import Trainer
 
     config = load_config(args.config, args.set or [])
-    Trainer(config, resume=args.resume, quiet=args.quiet).run()
+    trainer = Trainer(config, resume=args.resume, quiet=args.quiet)
+    trainer.run()
+    if trainer.stopped_by is not None:  # stopped by SIGINT/SIGTERM after saving a checkpoint
+        return 128 + getattr(signal.Signals, trainer.stopped_by, signal.SIGTERM).value
     return 0
 
 
@@ -201,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"srkit: error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return getattr(error, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         logging.getLogger("srkit").warning("interrupted")
         return 130

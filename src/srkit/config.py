@@ -226,6 +226,19 @@ class TrainConfig(StrictModel):
     grad_clip: float | None = Field(
         None, gt=0, description="Clip each network's gradient norm to this value; null = off."
     )
+    nan_policy: Literal["abort", "skip"] = Field(
+        "abort",
+        description="When a loss term (or gradient) of a step is NaN/Inf, no network is updated "
+        "in that step, and: `abort` stops the run (the last checkpoint stays as it was; a debug "
+        "bundle with the batch's file names, the losses and the config goes to "
+        "`<run>/debug/step_N/`); `skip` drops the step and goes on, counting skipped steps.",
+    )
+    nan_skip_limit: int = Field(
+        10,
+        ge=1,
+        description="With `nan_policy: skip`, stop (as `abort` does) after this many skipped "
+        "steps in a row.",
+    )
     d_update_ratio: int = Field(1, gt=0, description="Train the generator every k-th step.")
     d_init_iters: int = Field(0, ge=0, description="Steps before the generator trains at all.")
     g_warmup: int = Field(0, ge=0, description="Steps before the discriminators train.")
@@ -243,6 +256,13 @@ class LoggingConfig(StrictModel):
     checkpoint_every: int = Field(1000, gt=0, description="Steps between checkpoints.")
     image_every: int = Field(500, gt=0, description="Steps between training pictures.")
     keep_checkpoints: int = Field(3, gt=0, description="Keep only the newest k checkpoints.")
+    checkpoint_failure: Literal["stop", "retry"] = Field(
+        "stop",
+        description="When a checkpoint cannot be written (disk full, folder not writable): "
+        "`stop` ends training (the previous checkpoint stays intact; continue with "
+        "`--resume auto`); `retry` goes on training and tries again at the next checkpoint "
+        "interval (the final checkpoint must succeed).",
+    )
     tensorboard: bool = Field(True, description="Write TensorBoard event files.")
     progress_bar: bool = Field(True, description="Show a progress bar (when on a terminal).")
 

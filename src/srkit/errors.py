@@ -17,6 +17,9 @@ from collections.abc import Iterable
 class SrkitError(Exception):
     """A user-fixable problem; ``str(error)`` is a single line shown to the user."""
 
+    #: The CLI's exit status for this error (a few non-input problems have their own).
+    exit_code: int = 2
+
     def __init__(self, message: str) -> None:
         # One line, always: user errors are printed verbatim by the CLI.
         super().__init__(" ".join(str(message).split()))

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(path, exc) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # a damaged or foreign file fails in many ways; all unreadable
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read weights file '{path}': {first[:200]}") from None
     metadata = {}
@@ -91,11 +91,13 @@ def _unpickling_error(path: Path, error: pickle.UnpicklingError) -> CheckpointEr
     bytes that are not a (supported) pickle at all.
     """
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = next((line for line in lines if "GLOBAL" in line), None)
-    if reason is not None:
+    # torch names the forbidden callable as "GLOBAL module.name"; that is the useful part.
+    forbidden = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if forbidden is not None:
         return CheckpointError(
             f"refusing to load '{path}': it holds Python objects that could run code when "
-            f"unpickled ({reason[:160]}); if you trust it, convert it to .safetensors"
+            f"unpickled (it calls {forbidden.group(1)}); if you trust it, convert it to "
+            ".safetensors"
         )
     reason = next((line for line in lines if line.startswith("Unsupported")), None)
     detail = reason or (lines[-1] if lines else "unsupported content")

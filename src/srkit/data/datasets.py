@@ -248,9 +248,14 @@ class SRDataset(Dataset):
                 0 <= hr_width - lr_width * scale < scale
                 and 0 <= hr_height - lr_height * scale < scale
             ):
+                ratio = hr_width // lr_width if lr_width else 0
+                if ratio != scale and 0 <= hr_width - lr_width * ratio < ratio:
+                    what = f"is {ratio} x LR {lr_width}x{lr_height}, not {scale} x (mixed scales?)"
+                else:
+                    what = f"is not {scale} x LR {lr_width}x{lr_height}"
                 raise DataError(
-                    f"paired images '{name}': HR {hr_width}x{hr_height} is not {scale} x "
-                    f"LR {lr_width}x{lr_height} ('{hr_path}', '{lr_path}')"
+                    f"paired images '{name}': HR {hr_width}x{hr_height} {what} ('{hr_path}', "
+                    f"'{lr_path}'); every LR image must be 1/{scale} of its HR image (scale)"
                 )
         usable = min(lr_width, lr_height) * scale
         if usable < self.min_size:

@@ -17,6 +17,8 @@ _FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 class _TqdmHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "file_only", False):  # e.g. an error the CLI prints itself
+            return
         try:
             tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # logging must never break training

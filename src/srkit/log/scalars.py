@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from srkit.fsutil import atomic_write
+
 log = logging.getLogger("srkit.train")
 
 
@@ -39,7 +41,9 @@ class RunLogger:
                     kept.append(line)
             except ValueError:
                 continue  # a line torn by a crash
-        self.metrics_path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        text = "".join(k + "\n" for k in kept)
+        # Atomically: a crash here must not lose the metrics of the steps being kept.
+        atomic_write(self.metrics_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as handle:

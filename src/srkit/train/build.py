@@ -7,19 +7,23 @@ exist, which loss terms name which discriminator); the trainer receives plain co
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Any
 
 import torch
 from torch import nn
 
 from srkit.config import constructor_arguments, trained_network_names
-from srkit.errors import ConfigError, SrkitError
+from srkit.data.sampler import derive_seed
+from srkit.errors import CheckpointError, ConfigError, SrkitError
 from srkit.losses.base import BuildContext, LossTerm, loss_entries
 from srkit.losses.tensors import View, builtin_views, parse_expression
 from srkit.nets.registry import build_network, get_network_entry
 from srkit.weights import load_state, read_weights, resolve_weights_file
 
 log = logging.getLogger("srkit.train")
+
+_INIT_TAG = 0x494E4954  # "INIT": keeps weight-init seeds apart from the data seeds
 
 
 def network_arguments(network_config: Any, scale: int) -> dict[str, Any]:
@@ -33,20 +37,49 @@ def network_arguments(network_config: Any, scale: int) -> dict[str, Any]:
 
 
 def build_networks(config: Any, device: torch.device) -> dict[str, nn.Module]:
-    """Every network of the config, on ``device``; frozen helpers in eval mode, no grad."""
+    """Every network of the config, on ``device``; frozen helpers in eval mode, no grad.
+
+    Each network's initial weights come from its own seed, derived from (``seed``, its name),
+    so they do not depend on the order of the ``networks`` keys in the file (a config saved
+    with sorted keys starts the same run) nor on which other networks exist.
+    """
     trained = set(trained_network_names(config))
     networks: dict[str, nn.Module] = {}
     for name, section in config.networks.items():
-        module = build_network(section.type, **network_arguments(section, config.scale))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(
+                derive_seed(config.seed % 2**64, _INIT_TAG, zlib.crc32(name.encode()))
+            )
+            module = build_network(section.type, **network_arguments(section, config.scale))
         if section.init is not None:
-            file = resolve_weights_file(section.init, network=name)
-            state, _ = read_weights(file)
-            load_state(module, state, strict=section.init_strict, source=str(file))
+            file = _load_init_weights(name, section, module)
             log.info("networks.%s: weights from %s", name, file)
         if name not in trained:
             module.requires_grad_(False).eval()
         networks[name] = module.to(device)
     return networks
+
+
+def _load_init_weights(name: str, section: Any, module: nn.Module) -> Any:
+    """Load ``networks.<name>.init`` into ``module``; every problem names that key."""
+    from srkit.train.checkpoint import architecture_difference
+
+    try:
+        file = resolve_weights_file(section.init, network=name)
+        state, metadata = read_weights(file)
+    except CheckpointError as error:
+        raise ConfigError(f"networks.{name}.init: {error}") from error
+    try:
+        load_state(module, state, strict=section.init_strict, source=str(file))
+    except CheckpointError as error:
+        difference = architecture_difference(metadata, module)
+        if difference is None:
+            raise ConfigError(f"networks.{name}.init: {error}") from error
+        raise ConfigError(
+            f"networks.{name}.init: '{file}' {difference}; set networks.{name} to match "
+            "the weights, or start from weights made for this network"
+        ) from error
+    return file
 
 
 def tensor_views(config: Any, networks: dict[str, nn.Module]) -> dict[str, View]:
@@ -134,7 +167,9 @@ def check_discriminator_fits(term: LossTerm, discriminator: nn.Module, index: in
         getattr(term, "needs_map_discriminator", False)
         and getattr(discriminator, "reduction", None) is None
     ):
+        kind = getattr(discriminator, "srkit_arch", {}).get("type", type(discriminator).__name__)
         raise ConfigError(
-            f"losses.{index}: '{term.name}' needs a discriminator that outputs a logit map "
-            f"(pixdisc, unet, switched); '{term.discriminator}' outputs one logit per image"
+            f"losses.{index}: term '{term.name}' needs a discriminator that outputs a logit map "
+            f"(pixdisc, unet, switched), but '{term.discriminator}' is {kind}, which outputs "
+            "one logit per image; change that network's type or the term's gan_type"
         )

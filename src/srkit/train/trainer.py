@@ -38,14 +38,16 @@ from torch import nn
 
 from srkit import __version__
 from srkit.config import dump_config, trained_network_names
-from srkit.errors import CheckpointError, ConfigError, SrkitError
+from srkit.errors import CheckpointError, ConfigError, DataError, SrkitError
 from srkit.evaluation import evaluate_generator
+from srkit.fsutil import atomic_write
 from srkit.log.console import attach_log_file, format_scalars, progress_bar, setup_logging
 from srkit.log.scalars import RunLogger
 from srkit.losses.base import BuildContext, LossTerm
 from srkit.losses.tensors import StepTensors
 from srkit.nets.switch import SwitchTemperatureWarning
 from srkit.train import checkpoint as ckpt
+from srkit.train import reliability
 from srkit.train.build import (
     build_loss_terms,
     build_networks,
@@ -60,14 +62,14 @@ from srkit.train.distributed import (
     shutdown,
 )
 from srkit.train.ema import ModelEMA
+from srkit.train.reliability import DivergedError
 from srkit.train.schedules import learning_rate
 from srkit.weights import load_state, read_weights
 
 log = logging.getLogger("srkit.train")
 
 
-class DivergedError(SrkitError):
-    """A loss became NaN or infinite."""
+__all__ = ["DivergedError", "Trainer"]
 
 
 def select_device(choice: str) -> torch.device:
@@ -155,6 +157,8 @@ class Trainer:
         # bad config or data folder leaves nothing behind on disk.
         setup_logging(quiet=quiet or not self.group.is_main)
         self._check_precision()
+        if self.group.is_main:
+            reliability.check_output_folder(self.run_dir)
         resume_from = self._resume_folder(resume)
         seed_everything(config.seed, config.train.deterministic)
         self.networks = build_networks(config, self.device)
@@ -191,23 +195,49 @@ class Trainer:
         if self.ema is not None:
             hooked.append(self.ema.module)
         self._step_hooks = [hook for net in hooked for hook in find_hooks(net, "set_training_step")]
+        if config.data.val is not None and self.group.is_main:
+            self._validation_set()  # a bad validation folder is found now, not mid-run
+        self.nonfinite = reliability.NonFiniteGuard(
+            config.train.nan_policy, config.train.nan_skip_limit
+        )
+        self.hooks = reliability.TestHooks()
+        if self.hooks.nan is not None:
+            self.hooks.install_nan(self.terms)
+            self._step_hooks.append(self.hooks.set_training_step)
         self.step = 0
         self.logger = None
-        if self.group.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            attach_log_file(self.run_dir / "train.log")
-            self.logger = RunLogger(self.run_dir, config.logging.tensorboard)
+        self.stopped_by: str | None = None  # the signal's name when a signal stopped run()
+        self._saved_step: int | None = None
+        self._write_warnings: set[str] = set()
         if resume_from is not None:
+            # Loaded (and checked against the config) before anything is written, so a
+            # checkpoint that does not fit leaves no run folder behind.
             self._load_checkpoint(resume_from)
-        elif self.group.is_main:
-            # A fresh start in a folder without checkpoints (e.g. a run stopped before its first
-            # checkpoint): scalars logged by that attempt would mix with this run's.
-            self.logger.truncate_after(0)
-            (self.run_dir / "config.yml").write_text(dump_config(config), encoding="utf-8")
+            self._saved_step = self.step
+        if self.group.is_main:
+            self._open_run_folder(fresh=resume_from is None)
         self._pending: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._timing = {"data": 0.0, "total": 0.0, "images": 0}
 
     # ------------------------------------------------------------------ construction helpers
+
+    def _open_run_folder(self, fresh: bool) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            attach_log_file(self.run_dir / "train.log")
+            self.logger = RunLogger(self.run_dir, self.config.logging.tensorboard)
+            # Steps logged after the point this run starts from are redone (or were never
+            # covered by a checkpoint): drop them.
+            self.logger.truncate_after(self.step)
+            if fresh:
+                text = dump_config(self.config)
+                atomic_write(self.run_dir / "config.yml", lambda tmp: tmp.write_text(text, "utf-8"))
+        except OSError as error:
+            raise ConfigError(
+                f"output_dir: cannot create the run folder: "
+                f"{reliability.describe_write_failure(Path(error.filename or self.run_dir), error)}"
+                "; set output_dir to a writable folder with free space"
+            ) from error
 
     def _check_precision(self) -> None:
         if self.train_cfg.precision == "fp16" and self.device.type != "cuda":
@@ -229,9 +259,17 @@ class Trainer:
                 )
             return folder
         folder = Path(resume)
-        problem = ckpt.checkpoint_problem(folder) if folder.is_dir() else "not a checkpoint folder"
+        if not folder.exists():
+            problem = "no such folder"
+        elif not folder.is_dir():
+            problem = "not a folder"
+        else:
+            problem = ckpt.checkpoint_problem(folder)
         if problem:
-            raise CheckpointError(f"cannot resume from '{folder}': {problem}")
+            raise CheckpointError(
+                f"cannot resume from '{folder}': {problem}; pass a checkpoint folder "
+                "(<output_dir>/<name>/checkpoints/step_N) or use --resume auto"
+            )
         return folder
 
     def _optimizer_config(self, name: str) -> Any:
@@ -272,7 +310,10 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     def _train_dataset(self) -> Any:
-        return build_train_dataset(self.config)
+        try:
+            return build_train_dataset(self.config)
+        except DataError as error:
+            raise DataError(f"data.train: {error}") from None
 
     def data_loader(self) -> Iterator[dict[str, Any]]:
         """Training batches from the current step on (the same stream a resumed run sees)."""
@@ -305,6 +346,7 @@ class Trainer:
             num_workers=data.workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=data.workers > 0,
+            worker_init_fn=reliability.ignore_interrupts_in_worker if data.workers > 0 else None,
             multiprocessing_context="spawn" if data.workers > 0 else None,
         )
         return iter(loader)
@@ -352,30 +394,47 @@ class Trainer:
         else:
             loss.backward()
 
-    def _optimizer_step(self, name: str, logs: dict[str, torch.Tensor], with_norm: bool) -> None:
+    def _prepare_update(self, name: str) -> torch.Tensor:
+        """Unscale (fp16) and clip ``name``'s gradients; their norm before clipping.
+
+        The norm is computed every step (one cheap pass over the gradients) so that a NaN/Inf
+        gradient behind finite losses is caught too.
+        """
         optimizer = self.optimizers[name]
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
         parameters = [p for p in self.networks[name].parameters() if p.grad is not None]
         clip = self.train_cfg.grad_clip
-        if clip is not None or with_norm:
-            norm = torch.nn.utils.clip_grad_norm_(
-                parameters, clip if clip is not None else math.inf
-            )
-            logs[f"grad_norm/{name}"] = norm.detach()
+        if clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
+        elif hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(parameters, math.inf)
+        return norm.detach()
+
+    def _apply_update(self, name: str) -> None:
+        optimizer = self.optimizers[name]
         if self.scaler is not None:
             self.scaler.step(optimizer)
         else:
             optimizer.step()
 
-    def _check_finite(self, losses: dict[str, torch.Tensor], network: str, step: int) -> None:
-        bad = [name for name, value in losses.items() if not torch.isfinite(value).all()]
-        if bad:
-            raise DivergedError(
-                f"loss {', '.join(bad)} of the {network} became NaN/Inf at step {step + 1}; "
-                f"the last checkpoint in '{self.checkpoint_root}' is intact (lower the learning "
-                "rate or set train.grad_clip)"
-            )
+    def _step_is_finite(self, checked: dict[str, torch.Tensor]) -> bool:
+        """Whether every checked scalar of this step (on every process) is finite: one
+        device sync per step instead of one per loss term and chunk."""
+        if not checked:
+            return True
+        finite = torch.stack([v.detach().float().reshape(()) for v in checked.values()])
+        finite = torch.isfinite(finite).all()
+        if self.group.distributed:
+            # Gradients are averaged across processes, so a NaN on one process reaches all.
+            import torch.distributed as dist
+
+            flag = finite.to(torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag.bool()
+        return bool(finite)
 
     def _no_sync(self, name: str, last: bool) -> contextlib.AbstractContextManager:
         wrapped = self.wrapped[name]
@@ -390,6 +449,12 @@ class Trainer:
 
         Network schedules (switch temperatures) are set for ``step`` first, so calling this
         directly (tests, benchmarks) behaves as the loop does.
+
+        Every network's backward pass runs before any optimizer updates (the discriminators
+        see the detached outputs of the generator pass of this step, so the order of updates
+        does not change any number): when a loss term or gradient turns out NaN/Inf, the step
+        can be dropped whole (``train.nan_policy: skip``) or stopped with every network still
+        at its last good state (``abort``).
         """
         for set_step in self._step_hooks:
             set_step(step)
@@ -402,6 +467,8 @@ class Trainer:
             for group in self.optimizers[name].param_groups:
                 group["lr"] = self._learning_rate(name, step)
 
+        updated: list[str] = []  # networks whose gradients this step computed
+        network_of: dict[str, str] = {}  # logged loss key -> network, for messages
         detached: list[StepTensors] = []
         if train_generator:
             for name in self.discriminator_names:
@@ -419,7 +486,6 @@ class Trainer:
                             for t in self.terms
                             if t.weight
                         }
-                    self._check_finite(losses, "generator", step)
                     weighted = sum(t.weight * losses[f"g/{t.name}"] for t in self.terms if t.weight)
                     self._backward(weighted / megabatch)
                 for key, value in losses.items():
@@ -427,7 +493,8 @@ class Trainer:
                 totals["g/total"] = totals["g/total"] + weighted.detach() / megabatch
                 if train_discriminators:
                     detached.append(tensors.detached())
-            self._optimizer_step("generator", totals, with_norms)
+            network_of.update(dict.fromkeys(totals, "generator"))
+            updated.append("generator")
             logs.update(totals)
             for name in self.discriminator_names:
                 self.networks[name].requires_grad_(True)
@@ -438,15 +505,86 @@ class Trainer:
             rng = step_rng(self.config.seed, step, self.group.rank)
             noise_std = self._noise_std(step)
             for name in self.discriminator_names:
-                logs.update(
-                    self._discriminator_step(name, detached, rng, noise_std, with_norms, step)
-                )
+                totals = self._discriminator_step(name, detached, rng, noise_std)
+                network_of.update(dict.fromkeys(totals, name))
+                updated.append(name)
+                logs.update(totals)
 
+        norms = {f"grad_norm/{name}": self._prepare_update(name) for name in updated}
+        network_of.update({key: key.split("/", 1)[1] for key in norms})
+        # Every loss term, and the gradient norms except under fp16, whose scaler handles
+        # overflowing gradients itself (it skips those steps).
+        checked = {k: v for k, v in logs.items() if k.count("/") == 1}
+        if self.scaler is None:
+            checked.update(norms)
+        if with_norms:
+            logs.update(norms)
+        if not self._step_is_finite(checked):
+            return self._nonfinite_step(step, batch, logs, checked, network_of, updated)
+        self.nonfinite.step_ok()
+        for name in updated:
+            self._apply_update(name)
         if self.scaler is not None:
             self.scaler.update()
         if self.ema is not None and train_generator:
             self.ema.update(self.generator, step + 1)
         return logs
+
+    def _nonfinite_step(
+        self,
+        step: int,
+        batch: dict[str, Any],
+        logs: dict[str, torch.Tensor],
+        checked: dict[str, torch.Tensor],
+        network_of: dict[str, str],
+        updated: list[str],
+    ) -> dict[str, torch.Tensor]:
+        """A step with a NaN/Inf loss or gradient: no network is updated; abort or skip."""
+        for name in updated:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        if self.scaler is not None and updated:
+            self.scaler.update()  # the scaler was unscaled for this step; close it
+        bad = reliability.nonfinite_values(checked, network_of)
+        what = reliability.describe_nonfinite(bad, step + 1)
+        guard = self.nonfinite
+        if guard.policy == "skip":
+            guard.consecutive += 1
+            guard.skipped_total += 1
+            if guard.consecutive <= guard.skip_limit:
+                log.warning(
+                    "%s; step skipped (no network updated): %d in a row, %d in total "
+                    "(train.nan_policy: skip, stops after %d in a row)",
+                    what,
+                    guard.consecutive,
+                    guard.skipped_total,
+                    guard.skip_limit,
+                )
+                return {}
+            what = f"{what}; {guard.consecutive} skipped steps in a row"
+        bundle = None
+        if self.group.is_main:
+            bundle = reliability.write_debug_bundle(
+                self.run_dir / "debug" / f"step_{step + 1:08d}",
+                step + 1,
+                batch,
+                {k: float(v) for k, v in logs.items() if v.numel() == 1},
+                bad,
+                dump_config(self.config),
+                {
+                    "learning_rates": {
+                        n: self.optimizers[n].param_groups[0]["lr"] for n in self.trained
+                    },
+                    "nan_policy": guard.policy,
+                    "skipped_steps": guard.skipped_total,
+                },
+            )
+        last = ckpt.list_checkpoints(self.checkpoint_root)
+        kept = f"last checkpoint '{last[-1][1]}' is intact" if last else "no checkpoint yet"
+        bundle_text = f"; debug bundle: '{bundle}'" if bundle else ""
+        raise DivergedError(
+            f"{what}; stopped, {kept}{bundle_text}; lower the learning rate, set "
+            "train.grad_clip, or set train.nan_policy: skip"
+        )
 
     def _discriminator_step(
         self,
@@ -454,9 +592,8 @@ class Trainer:
         chunks: list[StepTensors],
         rng: torch.Generator,
         noise_std: float,
-        with_norm: bool,
-        step: int,
     ) -> dict[str, torch.Tensor]:
+        """Forward and backward of discriminator ``name``; the update comes in train_step."""
         megabatch = len(chunks)
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
@@ -470,7 +607,6 @@ class Trainer:
                             tensors, self.wrapped[name], rng, noise_std
                         )
                     term_loss = term_loss.float()
-                    self._check_finite({f"d/{term.name}": term_loss}, name, step)
                     loss = loss + term_loss
                     totals[f"d/{term.name}"] = (
                         totals[f"d/{term.name}"] + term_loss.detach() / megabatch
@@ -480,7 +616,6 @@ class Trainer:
                             totals[f"d/{term.name}/{key}"] + value / megabatch
                         )
                 self._backward(loss / megabatch)
-        self._optimizer_step(name, totals, with_norm)
         return totals
 
     def _learning_rate(self, name: str, step: int) -> float:
@@ -491,49 +626,112 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> None:
-        """Train until ``train.iterations``, validating, logging and checkpointing on the way."""
-        cfg = self.config
-        logging_cfg = cfg.logging
-        total = cfg.train.iterations
+        """Train until ``train.iterations``, validating, logging and checkpointing on the way.
+
+        SIGINT/SIGTERM stop it after the step in progress with a checkpoint at that step
+        (``self.stopped_by`` names the signal); a second signal exits at once.
+        """
         try:
-            if self.group.is_main:
-                self._log_start()
-            batches = self.data_loader()
-            bar = progress_bar(
-                total, self.step, logging_cfg.progress_bar and self.group.is_main and not self.quiet
-            )
-            while self.step < total:
-                step = self.step
-                started = time.perf_counter()
-                batch = next(batches)
-                loaded = time.perf_counter()
-                print_now = (step + 1) % logging_cfg.print_every == 0 or step + 1 == total
-                logs = self.train_step(batch, step, with_norms=print_now)
-                self.step = step + 1
-                for key, value in logs.items():
-                    self._pending[key].append(value)
-                finished = time.perf_counter()
-                self._timing["data"] += loaded - started
-                self._timing["total"] += finished - started
-                self._timing["images"] += len(batch["lr"]) * self.group.world_size
-                bar.update(1)
-                if print_now:
-                    self._emit_scalars(bar)
-                if self.group.is_main and self.step % logging_cfg.image_every == 0:
-                    self._training_pictures()
-                if cfg.data.val is not None and (
-                    self.step % logging_cfg.val_every == 0 or self.step == total
-                ):
-                    self.validate()
-                if self.step % logging_cfg.checkpoint_every == 0 or self.step == total:
-                    self.save_checkpoint()
-            bar.close()
-            if self.group.is_main:
-                log.info("finished %d steps; run folder: %s", total, self.run_dir)
+            with reliability.StopSignals(console=self.group.is_main and not self.quiet) as signals:
+                self._loop(signals)
+        except SrkitError as error:
+            # Into the run's log file; the CLI prints the same line on the console.
+            log.error("%s", error, extra={"file_only": True})
+            raise
         finally:
             if self.logger is not None:
                 self.logger.close()
             shutdown(self.group)
+
+    def _stop_requested(self, signals: reliability.StopSignals) -> bool:
+        requested = signals.received is not None
+        if self.group.distributed:  # every process must stop after the same step
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(requested)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            requested = bool(flag.item())
+        return requested
+
+    def _loop(self, signals: reliability.StopSignals) -> None:
+        cfg = self.config
+        logging_cfg = cfg.logging
+        total = cfg.train.iterations
+        if self.group.is_main:
+            self._log_start()
+        batches = self.data_loader()
+        bar = progress_bar(
+            total, self.step, logging_cfg.progress_bar and self.group.is_main and not self.quiet
+        )
+        while self.step < total:
+            if self._stop_requested(signals):
+                bar.close()
+                self._stop_for_signal(signals)
+                return
+            step = self.step
+            started = time.perf_counter()
+            try:
+                batch = next(batches)
+            except Exception:
+                if signals.received is not None:  # Ctrl-C also reached the data workers
+                    continue
+                raise
+            loaded = time.perf_counter()
+            print_now = (step + 1) % logging_cfg.print_every == 0 or step + 1 == total
+            logs = self.train_step(batch, step, with_norms=print_now)
+            self.step = step + 1
+            for key, value in logs.items():
+                self._pending[key].append(value)
+            finished = time.perf_counter()
+            self._timing["data"] += loaded - started
+            self._timing["total"] += finished - started
+            self._timing["images"] += len(batch["lr"]) * self.group.world_size
+            bar.update(1)
+            if print_now:
+                self._guarded("metrics", self._emit_scalars, bar)
+            if self.group.is_main and self.step % logging_cfg.image_every == 0:
+                self._guarded("training pictures", self._training_pictures)
+            if cfg.data.val is not None and (
+                self.step % logging_cfg.val_every == 0 or self.step == total
+            ):
+                self.validate()
+            if self.step % logging_cfg.checkpoint_every == 0 or self.step == total:
+                self.save_checkpoint(must_succeed=self.step == total)
+        bar.close()
+        if self.group.is_main:
+            log.info("finished %d steps; run folder: %s", total, self.run_dir)
+
+    def _stop_for_signal(self, signals: reliability.StopSignals) -> None:
+        self.stopped_by = signals.name or "a signal on another process"
+        if self.step == 0:
+            log.warning("stopped by %s before the first step; nothing to save", self.stopped_by)
+            return
+        if self._saved_step != self.step:
+            self.save_checkpoint(must_succeed=True)
+        if self.group.is_main:
+            log.warning(
+                "stopped by %s after step %d; checkpoint '%s' holds it; continue with "
+                "--resume auto",
+                self.stopped_by,
+                self.step,
+                ckpt.checkpoint_folder(self.checkpoint_root, self.step),
+            )
+
+    def _guarded(self, what: str, function: Any, *args: Any) -> Any:
+        """Run a writer of non-essential output (metrics, pictures): a failed write (full
+        disk) is reported once and training goes on; checkpoints have their own policy."""
+        try:
+            return function(*args)
+        except OSError as error:
+            if what not in self._write_warnings:
+                self._write_warnings.add(what)
+                path = Path(error.filename) if error.filename else self.run_dir
+                log.warning(
+                    "%s not written: %s; training goes on (reported once)",
+                    what,
+                    reliability.describe_write_failure(path, error),
+                )
+            return None
 
     def _log_start(self) -> None:
         counts = {
@@ -561,6 +759,8 @@ class Trainer:
             for training_stats in find_hooks(self.networks[name], "training_stats"):
                 for key, value in training_stats().items():
                     values[f"stats/{name}/{key}"] = float(value)
+        if self.nonfinite.skipped_total:
+            values["nonfinite/skipped_steps"] = self.nonfinite.skipped_total
         if self._timing["total"] > 0:
             values["speed/images_per_s"] = self._timing["images"] / self._timing["total"]
             values["speed/data_wait_fraction"] = self._timing["data"] / self._timing["total"]
@@ -611,9 +811,12 @@ class Trainer:
             from srkit.data.datasets import SRDataset
 
             val = self.config.data.val
-            self._val_dataset = SRDataset(
-                hr_root=val.hr, lr_root=val.lr, scale=self.config.scale, patch_size=None
-            )
+            try:
+                self._val_dataset = SRDataset(
+                    hr_root=val.hr, lr_root=val.lr, scale=self.config.scale, patch_size=None
+                )
+            except DataError as error:
+                raise DataError(f"data.val: {error}") from None
         return self._val_dataset
 
     @torch.no_grad()
@@ -637,8 +840,8 @@ class Trainer:
                 metrics, sheet = self.evaluate(network)
             results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
             if sheet is not None:
-                self._save_sheet(prefix, sheet)
-        self.logger.scalars(self.step, results)
+                self._guarded("validation pictures", self._save_sheet, prefix, sheet)
+        self._guarded("metrics", self.logger.scalars, self.step, results)
         log.info("validation at step %d: %s", self.step, format_scalars(results))
         barrier(self.group)
         return results
@@ -701,6 +904,7 @@ class Trainer:
             "srkit_version": __version__,
             "step": self.step,
             "world_size": self.group.world_size,
+            "nonfinite": self.nonfinite.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": {
@@ -716,20 +920,51 @@ class Trainer:
             },
         }
 
-    def save_checkpoint(self) -> Path | None:
-        if not self.group.is_main:
-            barrier(self.group)
-            return None
-        folder = ckpt.save_checkpoint(
-            self.checkpoint_root,
-            self.step,
-            self.checkpoint_networks(),
-            self.training_state(),
-            keep=self.config.logging.keep_checkpoints,
+    def save_checkpoint(self, must_succeed: bool = False) -> Path | None:
+        """Write the checkpoint of the current step (rank 0). A failed write leaves the
+        previous checkpoints untouched; it stops training (CheckpointWriteError) unless
+        ``logging.checkpoint_failure: retry`` and a later checkpoint can still be tried."""
+        folder = error = None
+        if self.group.is_main:
+            try:
+                folder = ckpt.save_checkpoint(
+                    self.checkpoint_root,
+                    self.step,
+                    self.checkpoint_networks(),
+                    self.training_state(),
+                    keep=self.config.logging.keep_checkpoints,
+                    after_file=self.hooks.checkpoint_file_hook(),
+                )
+                self._saved_step = self.step
+                log.info("checkpoint: %s", folder)
+            except reliability.CheckpointWriteError as failure:
+                error = failure
+        failed = error is not None
+        if self.group.distributed:  # also the barrier: every process learns the outcome
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(failed)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            failed = bool(flag.item())
+        if not failed:
+            return folder
+        previous = [f for s, f in ckpt.list_checkpoints(self.checkpoint_root) if s != self.step]
+        kept = f"'{previous[-1]}' is intact" if previous else "none"
+        message = (
+            f"checkpoint of step {self.step} not saved: "
+            f"{error if error is not None else 'the write failed on the main process'}; "
+            f"the previous checkpoint {kept}"
         )
-        log.info("checkpoint: %s", folder)
-        barrier(self.group)
-        return folder
+        if self.config.logging.checkpoint_failure == "retry" and not must_succeed:
+            log.warning(
+                "%s; training goes on and tries again at the next checkpoint "
+                "(logging.checkpoint_failure: retry)",
+                message,
+            )
+            return None
+        raise reliability.CheckpointWriteError(
+            f"{message}; stopped: free space (or fix the folder) and continue with --resume auto"
+        )
 
     def _load_checkpoint(self, folder: Path) -> None:
         state = ckpt.read_training_state(folder)
@@ -739,8 +974,17 @@ class Trainer:
                 raise CheckpointError(
                     f"checkpoint '{folder}' has no {file.name} (the config trains '{name}')"
                 )
-            weights, _ = read_weights(file)
-            load_state(module, weights, strict=True, source=str(file))
+            weights, metadata = read_weights(file)
+            try:
+                load_state(module, weights, strict=True, source=str(file))
+            except CheckpointError as error:
+                difference = ckpt.architecture_difference(metadata, module)
+                if difference is None:
+                    raise
+                raise CheckpointError(
+                    f"cannot resume from '{folder}': its {name} {difference}; resume with the "
+                    "config the run was trained with (config.yml in its run folder)"
+                ) from error
         for name, optimizer in self.optimizers.items():
             if name not in state["optimizers"]:
                 raise CheckpointError(f"checkpoint '{folder}' has no optimizer state for '{name}'")
@@ -763,6 +1007,5 @@ class Trainer:
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.step = int(state["step"])
-        if self.logger is not None:
-            self.logger.truncate_after(self.step)
+        self.nonfinite.load_state_dict(state.get("nonfinite"))
         log.info("resumed from %s at step %d", folder, self.step)
