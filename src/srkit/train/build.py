@@ -6,6 +6,7 @@ exist, which loss terms name which discriminator); the trainer receives plain co
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -21,6 +22,8 @@ from srkit.weights import load_state, read_weights, resolve_weights_file
 
 log = logging.getLogger("srkit.train")
 
+_NETWORK_TAG = 0x4E455457  # "NETW": keeps network seeds apart from the data stream's seeds
+
 
 def network_arguments(network_config: Any, scale: int) -> dict[str, Any]:
     """Constructor arguments of a network section (its own keys plus injected run values)."""
@@ -32,12 +35,24 @@ def network_arguments(network_config: Any, scale: int) -> dict[str, Any]:
     return arguments
 
 
+def network_seed(seed: int, name: str) -> int:
+    """The seed of a network's initialisation: a pure function of the run seed and its name."""
+    from srkit.data.sampler import derive_seed
+
+    name_word = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "little")
+    return derive_seed(seed % 2**63, _NETWORK_TAG, name_word)
+
+
 def build_networks(config: Any, device: torch.device) -> dict[str, nn.Module]:
     """Every network of the config, on ``device``; frozen helpers in eval mode, no grad."""
     trained = set(trained_network_names(config))
     networks: dict[str, nn.Module] = {}
     for name, section in config.networks.items():
-        module = build_network(section.type, **network_arguments(section, config.scale))
+        # Each network's initial weights depend on (seed, its name) only, not on how many
+        # networks the config declares before it or in which order the YAML lists them.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(network_seed(config.seed, name))
+            module = build_network(section.type, **network_arguments(section, config.scale))
         if section.init is not None:
             file = resolve_weights_file(section.init, network=name)
             state, _ = read_weights(file)
