@@ -107,21 +107,52 @@ def flop_counter(enabled: bool):
 
 def time_steps(step_function, batches: list[dict[str, Any]], args: argparse.Namespace) -> dict:
     """Run ``step_function(batch, index)`` over the batches; the first counts FLOPs, the first
-    ``--warmup`` are not timed. Returns step times and FLOPs."""
-    times, flops = [], 0
+    ``--warmup`` are not timed. Returns wall and process-CPU step times and FLOPs."""
+    times, cpu_times, flops = [], [], 0
     for index, batch in enumerate(batches):
         synchronize(args.device)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         with flop_counter(index == 0) as total:
             step_function(batch, index)
             synchronize(args.device)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
         if index == 0:
             flops = total()
         if index >= args.warmup:
             times.append(elapsed)
+            cpu_times.append(cpu_elapsed)
         print(f"  step {index + 1}/{len(batches)}: {elapsed * 1e3:.0f} ms", file=sys.stderr)
-    return {"times": times, "flops": flops}
+    return {"times": times, "cpu_times": cpu_times, "flops": flops}
+
+
+def conv_peak(args: argparse.Namespace, repeats: int = 8) -> dict[str, float]:
+    """fp32 conv3x3 64->64 forward+backward GFLOP/s (8 layers on (batch, 64, patch/scale,
+    patch/scale), 3x the forward FLOPs; as ``_common.conv3x3_reference``), by wall clock and by
+    process CPU time, medians after 2 untimed repeats."""
+    import torch
+    from _common import conv3x3_forward_flops
+    from torch import nn
+
+    device = torch.device(args.device)
+    side = args.patch // args.scale
+    stack = nn.Sequential(*[nn.Conv2d(64, 64, 3, padding=1) for _ in range(8)]).to(device)
+    features = torch.randn(args.batch, 64, side, side, device=device, requires_grad=True)
+    flops = 3 * 8 * conv3x3_forward_flops(args.batch, 64, side, side)
+    walls, cpus = [], []
+    for repeat in range(repeats + 2):
+        stack.zero_grad(set_to_none=True)
+        features.grad = None
+        synchronize(args.device)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        stack(features).sum().backward()
+        synchronize(args.device)
+        if repeat >= 2:
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu_started)
+    return {
+        "wall": flops / statistics.median(walls) / 1e9,
+        "cpu": flops / statistics.median(cpus) / 1e9,
+    }
 
 
 def worker_basicsr(args: argparse.Namespace) -> dict[str, Any]:
@@ -261,7 +292,7 @@ def worker_srkit(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     sys.path.insert(0, str(HERE))
-    from _common import conv3x3_reference, make_image_folder
+    from _common import make_image_folder
 
     import srkit
     from srkit.train.trainer import Trainer
@@ -277,11 +308,7 @@ def worker_srkit(args: argparse.Namespace) -> dict[str, Any]:
 
     result = time_steps(step, batches, args)
     if args.peak:
-        device = torch.device(args.device)
-        reference = conv3x3_reference(
-            args.batch, 64, args.patch // args.scale, 8, device, min_seconds=3.0
-        )
-        result["conv_peak_gflops"] = reference["gflops_median"]
+        result["conv_peak_gflops"] = conv_peak(args)
     result.update(framework=f"srkit {srkit.__version__}", torch=torch.__version__)
     return result
 
@@ -373,6 +400,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--srkit-python", default=None,
                         help="Python for srkit (default: --basicsr-python, same torch)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of workers")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default=None,
+                        help="time steps by wall clock or process CPU time (default: cpu on "
+                        "a CPU with --threads 1, else wall)")  # fmt: skip
     parser.add_argument("--no-peak", dest="peak", action="store_false",
                         help="skip the conv3x3 peak measurement in the srkit workers")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -415,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     from _common import cpu_model
 
     srkit_python = args.srkit_python or args.basicsr_python
+    # On a CPU with one thread per process, process CPU time is the work a step did, whatever
+    # else competes for the cores; wall time counts the waiting too. Several threads spin and
+    # wait inside OpenMP, so there (and on GPUs) only wall time means anything.
+    clock = args.clock or ("cpu" if args.device == "cpu" and args.threads == 1 else "wall")
+    time_key = "cpu_times" if clock == "cpu" else "times"
     variants = ["srkit fp32", "srkit best"]
     if not args.without_basicsr:
         variants.insert(0, "basicsr")
@@ -446,12 +481,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             rounds.append(results)
             line = ", ".join(
-                f"{v} {statistics.median(results[v]['times']) * 1e3:.0f} ms" for v in variants
+                f"{v} {statistics.median(results[v][time_key]) * 1e3:.0f} ms" for v in variants
             )
             print(f"round {index + 1}: {line}", file=sys.stderr, flush=True)
 
     def median_s(result: dict) -> float:
-        return statistics.median(result["times"])
+        return statistics.median(result[time_key])
 
     command = "python benchmarks/vs_basicsr.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
@@ -468,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         f"step: RRDB nf {args.nf} nb {args.nb} gc {args.gc} x{args.scale}, VGG-style D nf 64, "
         f"batch {args.batch}, HR patch {args.patch}; pixel + perceptual (VGG16 conv5_3: "
         f"{vgg_text}) + RaGAN, Adam, EMA; {args.warmup} warm-up + {args.steps} timed steps "
-        f"per process, {args.rounds} rounds; srkit best = {' '.join(args.best)}"
+        f"per process, {args.rounds} rounds; srkit best = {' '.join(args.best)}; "
+        f"times: {'process CPU time (1 thread)' if clock == 'cpu' else 'wall clock'}"
     )
     print()
     others = variants[1:]
@@ -491,12 +527,21 @@ def main(argv: list[str] | None = None) -> int:
             f"{v} / {baseline} step time: median {median:.3f} over {len(ratios[v])} rounds "
             f"(range {min(ratios[v]):.3f}-{max(ratios[v]):.3f}; {1 / median:.2f}x as fast)"
         )
+    if clock == "cpu":
+        for v in others:
+            wall = [statistics.median(r[v]["times"]) / statistics.median(r[baseline]["times"])
+                    for r in rounds]  # fmt: skip
+            print(f"{v} / {baseline} by wall clock (disturbed by other load): median "
+                  f"{statistics.median(wall):.3f}, range {min(wall):.3f}-{max(wall):.3f}")  # fmt: skip
     print(
         "GFLOP per step (FlopCounterMode, first step): "
         + ", ".join(f"{v} {first[v]['flops'] / 1e9:.1f}" for v in variants)
     )
     peaks = [
-        r[v]["conv_peak_gflops"] for r in rounds for v in variants if "conv_peak_gflops" in r[v]
+        r[v]["conv_peak_gflops"][clock]
+        for r in rounds
+        for v in variants
+        if "conv_peak_gflops" in r[v]
     ]
     if peaks:
         peak = statistics.median(peaks)
