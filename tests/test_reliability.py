@@ -266,9 +266,10 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(world, monkeyp
         return logs
 
     monkeypatch.setattr(trainer, "train_step", step_then_signal)
+    before = signal.getsignal(signal.SIGTERM)
     trainer.run()
     assert trainer.stopped_by == "SIGTERM"
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
     checkpoints = world["runs"] / "sigterm" / "checkpoints"
     assert [s for s, _ in ckpt.list_checkpoints(checkpoints)] == [3]
     assert ckpt.checkpoint_problem(checkpoints / "step_00000003") is None

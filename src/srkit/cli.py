@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from srkit import __version__
 from srkit.errors import SrkitError
@@ -28,11 +29,37 @@ def _train(args: argparse.Namespace) -> int:
     from srkit.train.trainer import Trainer
 
     config = load_config(args.config, args.set or [])
+    if args.nproc is not None and args.nproc > 1:
+        return _launch_training(args, config)
     trainer = Trainer(config, resume=args.resume, quiet=args.quiet)
     trainer.run()
     if trainer.stopped_by is not None:  # stopped by SIGINT/SIGTERM after saving a checkpoint
         return 128 + getattr(signal.Signals, trainer.stopped_by, signal.SIGTERM).value
     return 0
+
+
+def _launch_training(args: argparse.Namespace, config: Any) -> int:
+    """``srkit train --nproc N``: check what can be checked once, then start N processes of
+    ``srkit train`` (without ``--nproc``) through torchrun's launcher."""
+    from srkit.train.distributed import check_batch_layout, launch_processes
+
+    check_batch_layout(config.data.train.batch_size, args.nproc, config.train.megabatch)
+    forwarded = ["--debug"] if args.debug else []
+    forwarded += ["train", str(args.config)]
+    for override in args.set or []:
+        forwarded += ["--set", override]
+    if args.resume is not None:
+        forwarded += ["--resume", args.resume]
+    if args.quiet:
+        forwarded.append("--quiet")
+    return launch_processes(args.nproc, forwarded)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _upscale(args: argparse.Namespace) -> int:
@@ -139,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="PATH|auto", help="continue from a checkpoint folder, or the newest one"
     )
     train.add_argument("--quiet", action="store_true", help="no console output (log file only)")
+    train.add_argument(
+        "--nproc",
+        type=_positive,
+        metavar="N",
+        help="train in N processes on this machine (DistributedDataParallel via torchrun's "
+        "launcher; gloo on CPU, NCCL on GPUs); data.train.batch_size stays the global batch",
+    )
     train.set_defaults(handler=_train)
 
     from srkit.infer.upscale import add_upscale_arguments

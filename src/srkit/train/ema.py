@@ -3,6 +3,13 @@
 The average lives in a second copy of the network (same class, same buffers) so it can be
 validated, saved and loaded like any network. Buffers (e.g. switch temperatures, usage
 histories) are copied, not averaged: they are state, not weights.
+
+Decay with warm-up: after ``step`` completed steps the average moves by
+``1 - decay * min(1, step / warmup_steps)`` toward the current weights, so early (poor) weights
+are forgotten quickly; ``warmup_steps = 0`` uses ``decay`` from the first step.
+
+The update is one fused (``foreach``) ``lerp`` over all floating-point parameters and a copy
+of every buffer.
 """
 
 from __future__ import annotations
@@ -27,12 +34,21 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        decay = self.decay_at(step)
-        averaged = self.module.state_dict()
-        parameter_names = {name for name, _ in model.named_parameters()}
-        for name, value in model.state_dict().items():
+        """Move the average toward ``model`` (the network the EMA was made from)."""
+        weight = 1.0 - self.decay_at(step)
+        # Paired by name on every call (cheap) rather than once, so a parameter or buffer that
+        # was replaced since (load_state_dict(assign=True), a reassigned buffer) is still seen.
+        averaged = dict(self.module.named_parameters())
+        targets, sources = [], []
+        for name, parameter in model.named_parameters():
             target = averaged[name]
-            if name in parameter_names and value.dtype.is_floating_point:
-                target.lerp_(value.detach().to(target.dtype), 1.0 - decay)
+            if parameter.dtype.is_floating_point:
+                targets.append(target)
+                sources.append(parameter.detach().to(target.dtype))
             else:
-                target.copy_(value)
+                target.copy_(parameter)
+        if targets:
+            torch._foreach_lerp_(targets, sources, weight)
+        averaged_buffers = dict(self.module.named_buffers())
+        for name, buffer in model.named_buffers():
+            averaged_buffers[name].copy_(buffer)
