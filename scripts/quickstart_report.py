@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from srkit.data.datasets import find_images
 from srkit.data.imresize import imresize
 from srkit.data.io import read_rgb, write_image
-from srkit.infer.upscale import upscale_array
+from srkit.infer.api import upscale
 from srkit.metrics.psnr_ssim import psnr, ssim
 from srkit.train.checkpoint import find_resumable
 from srkit.weights import load_network
@@ -37,7 +36,7 @@ def main(run_dir: Path, held_out: Path, out_dir: Path) -> int:
         height, width = hr.shape[0] // scale * scale, hr.shape[1] // scale * scale
         hr = hr[:height, :width]
         lr = np.round(np.clip(imresize(hr, 1 / scale), 0, 1) * 255) / 255
-        sr = upscale_array(model, lr.astype(np.float32), torch.device("cpu"))
+        sr = upscale(model, lr.astype(np.float32))
         bicubic = np.clip(imresize(lr, scale), 0, 1)
         quantised = {
             name: np.round(image * 255) / 255 for name, image in (("sr", sr), ("bicubic", bicubic))

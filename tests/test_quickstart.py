@@ -7,16 +7,38 @@ from pathlib import Path
 
 import pytest
 
-from srkit.config import load_config
+from srkit.config import load_config, validate_config
 from srkit.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytest.importorskip("skimage", reason="the quickstart photos come from scikit-image")
+
+def _load_report():
+    spec = importlib.util.spec_from_file_location(
+        "report", REPO / "scripts" / "quickstart_report.py"
+    )
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    return report
+
+
+def test_quickstart_report_runs_on_a_tiny_run(make_config, image_folders, tmp_path, capsys):
+    """The report script (README command 1's last step) imports and runs; the slow test below
+    checks the quality, this one that an API rename cannot break the script unnoticed."""
+    Trainer(validate_config(make_config()), quiet=True).run()
+    status = _load_report().main(
+        image_folders["root"] / "runs" / "test", image_folders["val"], tmp_path / "out"
+    )
+    printed = capsys.readouterr().out
+    assert status in (0, 1), printed  # 4 steps need not beat bicubic; 2 would be "no checkpoint"
+    assert "PSNR-Y" in printed and "SR - bicubic" in printed
+    for kind in ("lr", "bicubic", "sr", "hr"):
+        assert (tmp_path / "out" / f"val0_{kind}.png").is_file()
 
 
 @pytest.mark.slow
 def test_quickstart_beats_bicubic_on_the_held_out_photo(tmp_path, capsys):
+    pytest.importorskip("skimage", reason="the quickstart photos come from scikit-image")
     from srkit.demo import write_demo_photos
 
     train, val = write_demo_photos(tmp_path / "data")
@@ -26,12 +48,7 @@ def test_quickstart_beats_bicubic_on_the_held_out_photo(tmp_path, capsys):
     )
     Trainer(config, quiet=True).run()
 
-    spec = importlib.util.spec_from_file_location(
-        "report", REPO / "scripts" / "quickstart_report.py"
-    )
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
-    status = report.main(tmp_path / "runs" / "quickstart", val, tmp_path / "out")
+    status = _load_report().main(tmp_path / "runs" / "quickstart", val, tmp_path / "out")
     printed = capsys.readouterr().out
     assert status == 0, printed  # exit status 0 means SR beat bicubic in PSNR-Y
     assert (tmp_path / "out" / "chelsea_sr.png").is_file()
