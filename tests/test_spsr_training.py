@@ -233,14 +233,16 @@ def test_tensor_row_draws_maps_side_by_side_on_one_shared_scale():
     large = torch.zeros(1, 3, 8, 8)
     large[..., :4, :] = 0.02
     grey = torch.full((1, 1, 8, 8), 0.005)
+    grey[..., 0, :] = 0.9  # a zero-padding frame must not set the shared scale
     clamped = tensor_row([small, large, grey])
     assert clamped.shape == (8, 8 * 3 + 4 * 2, 3)
     assert clamped[:, :8].max() == pytest.approx(0.01)  # 4x4 enlarged to 8x8, values as they are
     shared = tensor_row([small, large, grey], scale="shared")
     assert shared.max() == pytest.approx(1.0)  # the largest values become white ...
     assert shared[0, 0, 0] == pytest.approx(0.5)  # ... and the ratios stay: 0.01 / 0.02
-    assert shared[0, 24, 0] == pytest.approx(0.25)  # grey map drawn in all channels
-    assert shared[0, 24, 2] == pytest.approx(0.25)
+    assert shared[1, 24, 0] == pytest.approx(0.25)  # grey map drawn in all channels
+    assert shared[1, 24, 2] == pytest.approx(0.25)
+    assert shared[0, 24, 0] == 1.0  # its frame clipped to white
 
 
 def test_picture_naming_an_unknown_tensor_fails_at_the_first_step(make_config):

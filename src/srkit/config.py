@@ -243,8 +243,9 @@ class PictureConfig(StrictModel):
     scale: Literal["clamp", "shared"] = Field(
         "clamp",
         description="clamp: values drawn as they are, clipped to [0, 1] (images); shared: the "
-        "whole row is divided by its 99.5th percentile, so maps of small values (gradient "
-        "magnitudes) are visible and still comparable with each other.",
+        "whole row is divided by the 99.5th percentile of its values (each map's outermost "
+        "pixel ring left out), so maps of small values (gradient magnitudes) are visible and "
+        "still comparable with each other.",
     )
 
 

@@ -75,7 +75,10 @@ def tensor_row(tensors: list[torch.Tensor], scale: str = "clamp") -> np.ndarray:
     1-channel maps are grey; tensors with other than 1 or 3 channels show their channel mean.
     ``scale="clamp"`` draws values as they are (clipped to [0, 1]); ``"shared"`` divides the
     whole row by the 99.5th percentile of its absolute values, so maps of small values (image
-    gradient magnitudes) become visible while staying comparable with each other.
+    gradient magnitudes) become visible while staying comparable with each other. The
+    percentile leaves out the outermost ring of pixels of each map (when the map is larger than
+    4x4): zero padding makes it an outlier (a gradient map's frame is as bright as the image
+    itself there) that would otherwise set the scale and leave the inside black.
     """
     images = []
     for tensor in tensors:
@@ -84,7 +87,8 @@ def tensor_row(tensors: list[torch.Tensor], scale: str = "clamp") -> np.ndarray:
             image = image.mean(dim=0, keepdim=True)
         images.append(image)
     if scale == "shared":
-        values = torch.cat([image.abs().flatten() for image in images]).numpy()
+        inner = [i[:, 1:-1, 1:-1] if min(i.shape[-2:]) > 4 else i for i in images]
+        values = torch.cat([image.abs().flatten() for image in inner]).numpy()
         top = float(np.percentile(values, SHARED_SCALE_PERCENTILE))
         images = [image / max(top, 1e-12) for image in images]
     elif scale != "clamp":
