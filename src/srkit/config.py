@@ -163,6 +163,22 @@ ScheduleConfig = Annotated[
 ]
 
 
+class TrainOnlyConfig(StrictModel):
+    """Train only some named parameter groups of a network for its first steps.
+
+    The network must name its parameter subsets with a `parameter_groups()` method (SPSR's
+    generator: `fusion`, `gradient_branch`, `trunk`). Until `steps`, every other parameter gets
+    no gradient and is left untouched by the optimizer (no weight decay, no Adam moments).
+    """
+
+    groups: list[str] = Field(
+        min_length=1, description="Names of the parameter groups that train during the first steps."
+    )
+    steps: int = Field(
+        gt=0, description="Number of steps during which only `groups` train; all parameters after."
+    )
+
+
 class OptimizerConfig(StrictModel):
     """Adam (AdamW when weight_decay > 0) settings of one trained network."""
 
@@ -172,6 +188,11 @@ class OptimizerConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay (AdamW).")
     schedule: ScheduleConfig | None = Field(
         None, description="This network's schedule; null = `train.schedule`."
+    )
+    train_only: TrainOnlyConfig | None = Field(
+        None,
+        description="Train only these parameter groups for the first steps (e.g. SPSR's "
+        "`{groups: [fusion], steps: 5000}`); null = every parameter trains from step 0.",
     )
 
 
@@ -250,11 +271,35 @@ class TrainConfig(StrictModel):
     compile: bool = Field(False, description="torch.compile the trained networks.")
 
 
+class PictureConfig(StrictModel):
+    """One row of training pictures: tensor expressions drawn side by side."""
+
+    tensors: list[str] = Field(
+        min_length=1,
+        description="Tensor expressions drawn left to right (e.g. `grad(sr)`, `grad_branch`, "
+        "`grad(hr)`), from the first image of the last chunk of the step; smaller ones are "
+        "enlarged (nearest) to the tallest; 1-channel maps are grey, other channel counts "
+        "than 3 are shown as their channel mean.",
+    )
+    scale: Literal["clamp", "shared"] = Field(
+        "clamp",
+        description="clamp: values drawn as they are, clipped to [0, 1] (images); shared: the "
+        "whole row is divided by the 99.5th percentile of its values (each map's outermost "
+        "pixel ring left out), so maps of small values (gradient magnitudes) are visible and "
+        "still comparable with each other.",
+    )
+
+
 class LoggingConfig(StrictModel):
     print_every: int = Field(50, gt=0, description="Steps between console/TensorBoard scalars.")
     val_every: int = Field(1000, gt=0, description="Steps between validations.")
     checkpoint_every: int = Field(1000, gt=0, description="Steps between checkpoints.")
     image_every: int = Field(500, gt=0, description="Steps between training pictures.")
+    pictures: dict[str, PictureConfig] = Field(
+        default_factory=dict,
+        description="Extra training pictures by name, written every `image_every` steps to "
+        "the run's images/ folder (`<name>_<step>.png`) and TensorBoard (`train/<name>`).",
+    )
     keep_checkpoints: int = Field(3, gt=0, description="Keep only the newest k checkpoints.")
     checkpoint_failure: Literal["stop", "retry"] = Field(
         "stop",
@@ -700,6 +745,17 @@ def check_config(config: Any, source: str = "<config>") -> None:
                     check_expression(
                         expression, functions, f"{source}: losses.{index}.{field_name}"
                     )
+
+    for name, picture in config.logging.pictures.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            fail(
+                f"logging.pictures.{name}: picture names become file names; use letters, "
+                "digits, '_' or '-'"
+            )
+        for index, expression in enumerate(picture.tensors):
+            check_expression(
+                expression, functions, f"{source}: logging.pictures.{name}.tensors.{index}"
+            )
 
     schedules = [("train.schedule", config.train.schedule)] + [
         (f"train.optim.{n}.schedule", o.schedule)

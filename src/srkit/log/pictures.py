@@ -1,4 +1,4 @@
-"""Picture sheets for people to look at: LR | SR | HR side by side, and grids of maps."""
+"""Picture sheets for people to look at: LR | SR | HR side by side, rows of maps."""
 
 from __future__ import annotations
 
@@ -63,3 +63,34 @@ def lr_sr_hr_sheet(triples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]
         lr_image = nearest_resize(to_hwc(lr), hr_image.shape[0], hr_image.shape[1])
         rows.append(side_by_side([lr_image, sr_image, hr_image]))
     return stack_rows(rows)
+
+
+#: Percentile of a row's values drawn as white by ``tensor_row(..., scale="shared")``.
+SHARED_SCALE_PERCENTILE = 99.5
+
+
+def tensor_row(tensors: list[torch.Tensor], scale: str = "clamp") -> np.ndarray:
+    """The first sample of each (N,C,H,W) tensor, side by side, as one HWC picture in [0, 1].
+
+    1-channel maps are grey; tensors with other than 1 or 3 channels show their channel mean.
+    ``scale="clamp"`` draws values as they are (clipped to [0, 1]); ``"shared"`` divides the
+    whole row by the 99.5th percentile of its absolute values, so maps of small values (image
+    gradient magnitudes) become visible while staying comparable with each other. The
+    percentile leaves out the outermost ring of pixels of each map (when the map is larger than
+    4x4): zero padding makes it an outlier (a gradient map's frame is as bright as the image
+    itself there) that would otherwise set the scale and leave the inside black.
+    """
+    images = []
+    for tensor in tensors:
+        image = tensor[0].detach().float().cpu()
+        if image.shape[0] not in (1, 3):
+            image = image.mean(dim=0, keepdim=True)
+        images.append(image)
+    if scale == "shared":
+        inner = [i[:, 1:-1, 1:-1] if min(i.shape[-2:]) > 4 else i for i in images]
+        values = torch.cat([image.abs().flatten() for image in inner]).numpy()
+        top = float(np.percentile(values, SHARED_SCALE_PERCENTILE))
+        images = [image / max(top, 1e-12) for image in images]
+    elif scale != "clamp":
+        raise ValueError(f"unknown picture scale {scale!r}; use 'clamp' or 'shared'")
+    return side_by_side([to_hwc(image) for image in images])

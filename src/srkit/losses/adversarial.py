@@ -76,8 +76,14 @@ class GanTerm(LossTerm):
         self.real = config.real
         self.fake = list(config.fake)
         self.options = config.pixgan
-        # Swapping regions needs real and fake images of the same scene.
-        self.swapping = config.gan_type == "pixgan" and not context.disjoint
+        # Swapping regions needs real and fake images of the same scene; with swaps switched
+        # off pixgan compares plain label maps (real 1, fake 0) and draws nothing.
+        self.swapping = (
+            config.gan_type == "pixgan"
+            and not context.disjoint
+            and config.pixgan.swap_probability > 0
+            and config.pixgan.max_swaps > 0
+        )
         self.needs_map_discriminator = config.gan_type == "pixgan"
         # A plain dict: the discriminator must not become a submodule of the term.
         self._networks = context.networks

@@ -117,6 +117,21 @@ class StepTensors:
         copy._cache = {k: _detach(v) for k, v in self._cache.items()}
         return copy
 
+    def first(self, count: int = 1) -> StepTensors:
+        """Detached copies of the first ``count`` samples (not views: the chunk can be freed)."""
+        copy = StepTensors({k: _head(v, count) for k, v in self._base.items()}, self._views)
+        copy._cache = {k: _head(v, count) for k, v in self._cache.items()}
+        return copy
+
+
+def _head(value: Any, count: int) -> Any:
+    """Copies of the first ``count`` samples of a tensor (or of each tensor of a list)."""
+    if isinstance(value, torch.Tensor):
+        return value[:count].detach().clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_head(item, count) for item in value)
+    return value
+
 
 def _detach(value: Any) -> Any:
     """Detach a tensor, or each tensor of a list/tuple (e.g. per-switch attention maps)."""

@@ -1,9 +1,9 @@
 """The one training loop of srkit.
 
-Every method (PSNR pre-training, ESRGAN, SPSR, SRG2 + pixgan, feature-net training) is a
-configuration of this loop: a generator whose named outputs feed a list of weighted loss terms,
-and one discriminator step per discriminator that a term names. Nothing in here knows a method
-by name; see ``docs/architecture.md`` for the contracts.
+Every method (PSNR pre-training, GAN training with one or several discriminators, feature-net
+training) is a configuration of this loop: a generator whose named outputs feed a list of
+weighted loss terms, and one discriminator step per discriminator that a term names. Nothing in
+here knows a method or a network by name; see ``docs/architecture.md`` for the contracts.
 
 A step (SPEC section 1):
 
@@ -14,6 +14,13 @@ A step (SPEC section 1):
 2. one discriminator step per discriminator in use (unless ``step < g_warmup``), on the detached
    outputs of the same generator pass.
 3. EMA update; learning rates and network hooks (temperatures) follow the step count.
+
+``train.optim.<network>.train_only`` holds back every parameter of a network outside some named
+parameter groups (the network's ``parameter_groups()``) for its first steps: those parameters
+stop requiring gradients, so they get none, and the optimizer (which skips parameters without a
+gradient) changes neither them nor their moments. What trains is a pure function of the step,
+so resumed runs repeat it exactly; DDP wrappers are built while everything requires gradients
+and see held-back parameters as unused (``find_unused_parameters=True``).
 
 Logged losses are means over chunks of the undivided per-chunk losses, so they do not depend on
 ``megabatch``.
@@ -203,6 +210,12 @@ class Trainer:
             # pays a reorder of both on every call.
             for module in [*self.networks.values(), *self.terms]:
                 module.to(memory_format=torch.channels_last)
+        # Parameters each network trains at all, and those train_only holds back for a while.
+        self._trainable = {
+            name: [p for p in self.networks[name].parameters() if p.requires_grad]
+            for name in self.trained
+        }
+        self._held_back = {name: self._parameters_held_back(name) for name in self.trained}
         self.optimizers = {name: self._make_optimizer(name) for name in self.trained}
         self.ema = (
             ModelEMA(self.generator, config.train.ema.decay, config.train.ema.warmup_steps)
@@ -243,6 +256,8 @@ class Trainer:
             self._open_run_folder(fresh=resume_from is None)
         self._pending: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._timing = {"data": 0.0, "total": 0.0, "images": 0}
+        self._picture_source: StepTensors | None = None
+        self._pictures_checked = False
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -302,9 +317,43 @@ class Trainer:
 
         return self.train_cfg.optim.get(name) or OptimizerConfig()
 
+    def _parameters_held_back(self, name: str) -> tuple[set[int], int]:
+        """(ids of the parameters that train_only holds back, until which step); empty if none."""
+        train_only = self._optimizer_config(name).train_only
+        if train_only is None:
+            return set(), 0
+        where = f"train.optim.{name}.train_only.groups"
+        network = self.networks[name]
+        describe = getattr(network, "parameter_groups", None)
+        if not callable(describe):
+            raise ConfigError(
+                f"{where}: network '{name}' ({self.config.networks[name].type}) has no named "
+                "parameter groups (no parameter_groups() method), so it cannot train a subset"
+            )
+        groups = describe()
+        kept: set[int] = set()
+        for group in train_only.groups:
+            if group not in groups:
+                raise ConfigError(
+                    f"{where}: network '{name}' ({self.config.networks[name].type}) has no "
+                    f"parameter group '{group}'; its groups: {', '.join(groups)}"
+                )
+            kept.update(id(p) for p in groups[group])
+        held = {id(p) for p in self._trainable[name] if id(p) not in kept}
+        return held, train_only.steps
+
+    def _set_trainable(self, name: str, step: int) -> None:
+        """Make the parameters of ``name`` that train at ``step`` require gradients (only)."""
+        held, until = self._held_back[name]
+        holding = step < until
+        for parameter in self._trainable[name]:
+            parameter.requires_grad_(not (holding and id(parameter) in held))
+
     def _make_optimizer(self, name: str) -> torch.optim.Optimizer:
         settings = self._optimizer_config(name)
-        parameters = [p for p in self.networks[name].parameters() if p.requires_grad]
+        # Every parameter that ever trains, including those train_only holds back for now: a
+        # parameter without a gradient is skipped by the optimizer's step.
+        parameters = self._trainable[name]
         kind = torch.optim.AdamW if settings.weight_decay > 0 else torch.optim.Adam
         return kind(
             parameters,
@@ -492,6 +541,9 @@ class Trainer:
         for name in self.trained:
             for group in self.optimizers[name].param_groups:
                 group["lr"] = self._learning_rate(name, step)
+            self._set_trainable(name, step)
+            if step == self._held_back[name][1] and self._held_back[name][0]:
+                log.info("step %d: every parameter of '%s' trains from now on", step + 1, name)
 
         updated: list[str] = []  # networks whose gradients this step computed
         network_of: dict[str, str] = {}  # logged loss key -> network, for messages
@@ -513,7 +565,9 @@ class Trainer:
                             if t.weight
                         }
                     weighted = sum(t.weight * losses[f"g/{t.name}"] for t in self.terms if t.weight)
-                    self._backward(weighted / megabatch)
+                    if isinstance(weighted, torch.Tensor) and weighted.requires_grad:
+                        # (No graph when no term reaches a parameter that trains at this step.)
+                        self._backward(weighted / megabatch)
                 for key, value in losses.items():
                     totals[key] = totals[key] + value.detach() / megabatch
                 totals["g/total"] = totals["g/total"] + weighted.detach() / megabatch
@@ -523,9 +577,15 @@ class Trainer:
             updated.append("generator")
             logs.update(totals)
             for name in self.discriminator_names:
-                self.networks[name].requires_grad_(True)
+                self._set_trainable(name, step)
+            last_chunk = tensors
         elif train_discriminators:
             detached = [self._chunk_tensors(chunk, grad=False) for chunk in chunks]
+            last_chunk = detached[-1]
+        else:
+            last_chunk = None  # nothing trains at this step
+        if self.config.logging.pictures and last_chunk is not None:
+            self._keep_picture_source(last_chunk, step)
 
         if train_discriminators:
             noise_std = self._noise_std(step)
@@ -778,6 +838,17 @@ class Trainer:
             described,
         )
         log.info("loss terms: %s", ", ".join(f"{t.name}×{t.weight:g}" for t in self.terms))
+        for name in self.trained:
+            held, until = self._held_back[name]
+            if held and self.step < until:
+                groups = self._optimizer_config(name).train_only.groups
+                log.info(
+                    "%s: only parameter group(s) %s train until step %d (%d tensors held back)",
+                    name,
+                    ", ".join(groups),
+                    until,
+                    len(held),
+                )
 
     def _emit_scalars(self, bar: Any) -> None:
         values = {k: float(torch.stack(v).mean()) for k, v in self._pending.items() if v}
@@ -805,11 +876,46 @@ class Trainer:
             format_scalars(values, sorted(k for k in values if not k.startswith("stats/"))),
         )
 
+    def _keep_picture_source(self, tensors: StepTensors, step: int) -> None:
+        """Keep the first image of a chunk for ``logging.pictures`` when a picture is due.
+
+        At the first step every picture expression is tried once, so a wrong name fails at
+        once (naming the key) rather than at the first ``image_every`` step.
+        """
+        due = (step + 1) % self.config.logging.image_every == 0
+        if not due and self._pictures_checked:
+            return
+        source = tensors.first(1)
+        if not self._pictures_checked:
+            with torch.no_grad():
+                for name, picture in self.config.logging.pictures.items():
+                    for index, expression in enumerate(picture.tensors):
+                        where = f"logging.pictures.{name}.tensors.{index}"
+                        try:
+                            value = source[expression]
+                        except ConfigError as exc:
+                            raise ConfigError(f"{where}: {exc}") from None
+                        if not isinstance(value, torch.Tensor) or value.dim() != 4:
+                            raise ConfigError(
+                                f"{where}: '{expression}' is not an (N, C, H, W) image tensor"
+                            )
+            self._pictures_checked = True
+        if due:
+            self._picture_source = source
+
     def _training_pictures(self) -> None:
-        """Pictures from loss terms (pixgan swaps) and networks (switch attention)."""
+        """Pictures from loss terms (pixgan swaps), networks (switch attention) and the
+        configured ``logging.pictures`` rows of tensor expressions."""
         from srkit.data.io import write_image
+        from srkit.log.pictures import tensor_row
 
         pictures: dict[str, np.ndarray] = {}
+        if self._picture_source is not None:
+            with torch.no_grad():
+                for name, picture in self.config.logging.pictures.items():
+                    row = [self._picture_source[expression] for expression in picture.tensors]
+                    pictures[name] = tensor_row(row, picture.scale)
+            self._picture_source = None
         for term in self.terms:
             for tag, picture in term.pictures().items():
                 pictures[f"{term.name}/{tag}"] = (
