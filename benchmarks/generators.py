@@ -5,6 +5,7 @@ FLOPs at the given LR size (counted by ``torch.utils.flop_counter.FlopCounterMod
 median forward time in ms for each precision (bf16 = autocast), in eval mode without gradients.
 
     python benchmarks/generators.py --size 64 --precision fp32 bf16 --repeats 3
+    python benchmarks/generators.py --threads 1 --clock cpu      # on a shared machine
 
 On CPUs without native bf16 (no AVX512-BF16/AMX; ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``
 False) bf16 convolutions take a slow generic path; the script says so.
@@ -37,8 +38,15 @@ def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def time_forward(model: torch.nn.Module, x: torch.Tensor, precision: str, repeats: int) -> float:
-    """Median wall time of one forward in ms (after one warm-up run)."""
+def time_forward(
+    model: torch.nn.Module, x: torch.Tensor, precision: str, repeats: int, clock: str = "wall"
+) -> float:
+    """Median time of one forward in ms (after one warm-up run).
+
+    ``clock="cpu"`` measures this process's CPU time instead of wall time: on a shared machine
+    with one thread that is the work the forward did, not the time spent waiting for a core.
+    """
+    now = time.process_time if clock == "cpu" else time.perf_counter
     autocast = (
         torch.autocast(x.device.type, dtype=torch.bfloat16)
         if precision == "bf16"
@@ -47,12 +55,12 @@ def time_forward(model: torch.nn.Module, x: torch.Tensor, precision: str, repeat
     times = []
     with torch.no_grad(), autocast:
         for index in range(repeats + 1):
-            started = time.perf_counter()
+            started = now()
             model(x)
             if x.device.type == "cuda":
                 torch.cuda.synchronize()
             if index:
-                times.append((time.perf_counter() - started) * 1e3)
+                times.append((now() - started) * 1e3)
     return statistics.median(times)
 
 
@@ -65,7 +73,16 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--networks", nargs="+", default=list(GENERATORS), choices=list(GENERATORS))
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall time, or process CPU time (use with --threads 1 on a shared machine)",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and "bf16" in args.precision:
@@ -74,14 +91,14 @@ def main() -> None:
             print("note: this CPU has no native bf16 convolutions; bf16 times are the slow path")
     x = torch.rand(1, 3, args.size, args.size, device=device)
     header = f"| generator | parameters | GFLOP/forward @ {args.size}x{args.size} LR |"
-    header += "".join(f" {p} ms |" for p in args.precision)
+    header += "".join(f" {p} ms ({args.clock}) |" for p in args.precision)
     print(header)
     print("|---" * (3 + len(args.precision)) + "|")
     for name in args.networks:
         model = build_network(name, scale=args.scale, **GENERATORS[name]).eval().to(device)
         parameters = sum(p.numel() for p in model.parameters())
         flops = forward_flops(model, x)
-        times = [time_forward(model, x, p, args.repeats) for p in args.precision]
+        times = [time_forward(model, x, p, args.repeats, args.clock) for p in args.precision]
         row = f"| {name} | {parameters:,} | {flops / 1e9:.1f} |" + "".join(
             f" {t:.0f} |" for t in times
         )
