@@ -31,6 +31,7 @@ Usage:
     python benchmarks/train_step.py --precision fp32 --steps 3 --warmup 1
     python benchmarks/train_step.py --data /tmp/photos --workers 4 --threads 2
     python benchmarks/train_step.py --nb 2 --steps 2 --profile 2  # + torch.profiler top ops
+    python benchmarks/train_step.py --recipe esrgan --vgg16-weights /tmp/vgg16.pth
 """
 
 from __future__ import annotations
@@ -78,13 +79,20 @@ def recipe_psnr(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _perceptual_if_available() -> list[dict[str, Any]]:
-    """The perceptual term once ``srkit.losses`` registers one (not yet at issue 2)."""
-    from srkit.losses.base import loss_entries
-
-    if "perceptual" in loss_entries():
+def _perceptual(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """ESRGAN's perceptual term: VGG19 conv5_4 (ImageNet weights from the torch hub cache), or
+    VGG16 conv5_3 from the file ``--vgg16-weights`` names (no VGG19 file exists offline here)."""
+    if args.vgg16_weights is None:
         return [{"type": "perceptual", "weight": 1.0}]
-    return []
+    return [
+        {
+            "type": "perceptual",
+            "weight": 1.0,
+            "network": "vgg16",
+            "weights": str(args.vgg16_weights),
+            "layers": {"conv5_3": 1.0},
+        }
+    ]
 
 
 def recipe_esrgan(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,7 +104,7 @@ def recipe_esrgan(args: argparse.Namespace) -> dict[str, Any]:
         },
         "losses": [
             {"type": "pixel", "weight": 1e-2, "criterion": "l1"},
-            *_perceptual_if_available(),
+            *_perceptual(args),
             {"type": "gan", "weight": 5e-3, "gan_type": "ragan"},
         ],
     }
@@ -111,7 +119,7 @@ def recipe_srg2_pixgan(args: argparse.Namespace) -> dict[str, Any]:
         },
         "losses": [
             {"type": "pixel", "weight": 1e-2, "criterion": "l1"},
-            *_perceptual_if_available(),
+            *_perceptual(args),
             {"type": "gan", "weight": 5e-3, "gan_type": "pixgan"},
         ],
     }
@@ -415,6 +423,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="profile N more steps per precision and print the top ops")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. train.channels_last=true")  # fmt: skip
+    parser.add_argument("--vgg16-weights", type=Path, default=None,
+                        help="GAN recipes: VGG16 file for the perceptual term "
+                        "(default: VGG19 from the torch hub cache)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--quiet", action="store_true", help="no per-step lines on stderr")
     args = parser.parse_args(argv)
