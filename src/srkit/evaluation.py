@@ -129,3 +129,18 @@ def evaluate_generator(
         network.train(was_training)
     metrics = {key: value / max(count, 1) for key, value in sums.items()}
     return EvaluationResult(metrics, per_image, lr_sr_hr_sheet(triples) if triples else None)
+
+
+class BicubicUpscaler(nn.Module):
+    """The bicubic floor as a "generator": MATLAB-compatible bicubic upscaling of the LR image
+    (the inverse direction of how LR is made), so ``srkit validate --bicubic`` reports it with
+    exactly the metrics of a trained model."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = int(scale)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        from srkit.data.imresize import imresize
+
+        return imresize(lr, scale=self.scale)
