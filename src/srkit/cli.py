@@ -75,12 +75,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import csv
-
     import torch
 
     from srkit.data.datasets import SRDataset
-    from srkit.evaluation import BicubicUpscaler, evaluate_generator
+    from srkit.evaluation import BicubicUpscaler, evaluate_models, quality_csv, quality_table
     from srkit.weights import load_network
 
     if not args.checkpoints and not args.bicubic:
@@ -104,46 +102,29 @@ def _validate(args: argparse.Namespace) -> int:
 
         lpips = load_lpips(args.lpips, args.lpips_vgg, key="--lpips").to(device)
     dataset = SRDataset(hr_root=args.hr, lr_root=args.lr, scale=scale, patch_size=None)
-    results = []
-    for name, model in models:
-        result = evaluate_generator(
-            model.to(device),
-            dataset,
-            scale=scale,
-            device=device,
-            crop_border=args.crop_border,
-            y_channel=not args.rgb,
-            lpips=lpips,
-        )
-        results.append((name, result))
-        model.cpu()
-    keys = list(results[0][1].metrics)
+    results = evaluate_models(
+        models,
+        dataset,
+        scale=scale,
+        device=device,
+        crop_border=args.crop_border,
+        y_channel=not args.rgb,
+        lpips=lpips,
+    )
     if args.per_image:
+        keys = list(results[0][1].metrics)
         for name, result in results:
             width = max(len(str(row["name"])) for row in result.per_image)
             print(f"{name}:")
             print(f"  {'image':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
             for row in result.per_image:
                 print(f"  {row['name']!s:<{width}}  " + "  ".join(f"{row[k]:>9.4f}" for k in keys))
-    # The table: one row per model, means over the images.
-    width = max(len("model"), *(len(name) for name, _ in results))
-    print(f"{'model':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
-    for name, result in results:
-        print(f"{name:<{width}}  " + "  ".join(f"{result.metrics[k]:>9.4f}" for k in keys))
+    print(quality_table(results))
     print(f"({len(dataset)} images in {args.hr}, x{scale}, crop {args.crop_border or scale})")
     if args.csv:
-        from io import StringIO
-
         from srkit.fsutil import atomic_write_bytes
 
-        buffer = StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["model", "image", *keys], lineterminator="\n")
-        writer.writeheader()
-        for name, result in results:
-            for row in result.per_image:
-                writer.writerow({"model": name, "image": row["name"], **{k: row[k] for k in keys}})
-            writer.writerow({"model": name, "image": "mean", **result.metrics})
-        atomic_write_bytes(args.csv, buffer.getvalue().encode("utf-8"))
+        atomic_write_bytes(args.csv, quality_csv(results).encode("utf-8"))
     return 0
 
 

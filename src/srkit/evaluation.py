@@ -144,3 +144,56 @@ class BicubicUpscaler(nn.Module):
         from srkit.data.imresize import imresize
 
         return imresize(lr, scale=self.scale)
+
+
+def evaluate_models(
+    models: Sequence[tuple[str, nn.Module]],
+    dataset: torch.utils.data.Dataset,
+    scale: int,
+    device: torch.device,
+    crop_border: int | None = None,
+    y_channel: bool = True,
+    lpips: nn.Module | None = None,
+) -> list[tuple[str, EvaluationResult]]:
+    """:func:`evaluate_generator` for each (name, network), one after another (each network is
+    moved to ``device`` for its turn only)."""
+    results = []
+    for name, model in models:
+        result = evaluate_generator(
+            model.to(device),
+            dataset,
+            scale=scale,
+            device=device,
+            crop_border=crop_border,
+            y_channel=y_channel,
+            lpips=lpips,
+        )
+        model.cpu()
+        results.append((name, result))
+    return results
+
+
+def quality_table(results: Sequence[tuple[str, EvaluationResult]]) -> str:
+    """The text table of ``srkit validate``: one row per model, means over the images."""
+    keys = list(results[0][1].metrics)
+    width = max(len("model"), *(len(name) for name, _ in results))
+    lines = [f"{'model':<{width}}  " + "  ".join(f"{k:>9}" for k in keys)]
+    for name, result in results:
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{result.metrics[k]:>9.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def quality_csv(results: Sequence[tuple[str, EvaluationResult]]) -> str:
+    """CSV of every image's numbers per model, and a ``mean`` row per model."""
+    import csv
+    from io import StringIO
+
+    keys = list(results[0][1].metrics)
+    buffer = StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["model", "image", *keys], lineterminator="\n")
+    writer.writeheader()
+    for name, result in results:
+        for row in result.per_image:
+            writer.writerow({"model": name, "image": row["name"], **{k: row[k] for k in keys}})
+        writer.writerow({"model": name, "image": "mean", **result.metrics})
+    return buffer.getvalue()
