@@ -261,6 +261,7 @@ def write_sheet(models, dataset, results, path: Path, crop: int = 128) -> None:
         item = dataset[index]
         tiles = []
         hr = item["hr"]
+        crop = min(crop, hr.shape[1], hr.shape[2])
         top, left = (hr.shape[1] - crop) // 2, (hr.shape[2] - crop) // 2
         with torch.no_grad():
             for _, model in models:
