@@ -28,7 +28,8 @@ import yaml
 
 
 def basicsr_options(recipe: dict, dataset: Path, iterations: int, name: str) -> dict:
-    """BasicSR's options for the srkit PSNR ``recipe`` (a loaded YAML dict)."""
+    """BasicSR's options for the srkit PSNR ``recipe`` (a loaded YAML dict), run for
+    ``iterations`` steps of the recipe's schedule (it may stop before the schedule ends)."""
     train, net = recipe["data"]["train"], recipe["networks"]["generator"]
     optim = recipe["train"]["optim"]["generator"]
     schedule = recipe["train"]["schedule"]
@@ -76,10 +77,12 @@ def basicsr_options(recipe: dict, dataset: Path, iterations: int, name: str) -> 
                 "weight_decay": 0,
                 "betas": optim.get("betas", [0.9, 0.99]),
             },
+            # Same periods and per-period peak weights as srkit's cosine schedule.
             "scheduler": {
                 "type": "CosineAnnealingRestartLR",
-                "periods": [iterations],
-                "restart_weights": [1],
+                "periods": schedule["periods"],
+                "restart_weights": schedule.get("restart_weights")
+                or [1] * len(schedule["periods"]),
                 "eta_min": schedule.get("eta_min", 0),
             },
             "total_iter": iterations,
@@ -103,8 +106,13 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True, help="BasicSR's root folder")
     parser.add_argument("--iterations", type=int, required=True)
     parser.add_argument("--name", default="rrdb_psnr_x4_basicsr")
+    parser.add_argument(
+        "--periods", type=int, nargs="+", help="cosine periods (default: the recipe's)"
+    )
     args = parser.parse_args()
     recipe = yaml.safe_load(args.config.read_text())
+    if args.periods:
+        recipe["train"]["schedule"]["periods"] = args.periods
     options = basicsr_options(recipe, args.dataset.resolve(), args.iterations, args.name)
     args.root.mkdir(parents=True, exist_ok=True)
     option_file = args.root / f"{args.name}.yml"

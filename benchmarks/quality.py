@@ -5,10 +5,11 @@ The whole pipeline of ``docs/recipes.md``, with the budgets as arguments:
 1. ``srkit prepare`` the photos (``../shared/data/get-photos.sh``): JPEGs reduced x2, 480 px
    sub-images every 240 px, x4 LR; every 7th photo by sorted name held out, its centre
    384x384 kept (so evaluating a model costs seconds).
-2. PSNR starts: ``rrdb_psnr_x4`` (the PSNR recipe), and, since SRG2 and SPSR are other
-   architectures, ``srg2_psnr_x4`` (from scratch) and ``spsr_psnr_x4`` (trunk and upsampler from
-   the RRDB checkpoint, ``init_strict: false``). Optionally the RRDB recipe through BasicSR
-   1.4.2 (``basicsr_psnr.py``) for comparison.
+2. PSNR starts: ``rrdb_psnr_x4`` (the PSNR recipe: two cosine cycles), and, since SRG2 and
+   SPSR are other architectures, ``srg2_psnr_x4`` (from scratch) and ``spsr_psnr_x4`` (trunk and
+   upsampler from the RRDB checkpoint, ``init_strict: false``). Optionally the RRDB recipe
+   through BasicSR 1.4.2 (``basicsr_psnr.py``) for comparison, by default for the recipe's first
+   cycle; srkit's checkpoint of that step is then evaluated too (``rrdb_psnr_x4@<step>``).
 3. GAN recipes from their starts: ``esrgan_x4`` and ``switched_d_x4`` (from RRDB),
    ``srg2_pixgan_x4`` (from SRG2), ``spsr_x4`` (from SPSR).
 4. Evaluation of every final checkpoint (EMA weights) and of bicubic on the held-out crops:
@@ -24,7 +25,7 @@ The configs are the shipped ones in ``configs/``; this script only overrides pat
 
     python benchmarks/quality.py --photos /tmp/photos --work /tmp/quality \\
         --vgg16 /tmp/vgg16.pth --lpips-lin /tmp/vgg16.pth.lpips-lin.pth \\
-        --psnr-steps 1500 --start-steps 600 300 --gan-steps 400 --spsr-gan-steps 300 \\
+        --psnr-steps 3000 --start-steps 600 300 --gan-steps 400 --spsr-gan-steps 300 \\
         --basicsr-python /tmp/basicsr-venv/bin/python --sheet /tmp/quality/sheet.png
 """
 
@@ -67,9 +68,18 @@ def plan(args: argparse.Namespace) -> list[Run]:
     def cosine(steps: int, warmup: int) -> str:
         return f"train.schedule={{type: cosine, periods: [{steps}], eta_min: 1.0e-6, warmup: {warmup}}}"
 
+    # The PSNR recipe's two cosine cycles (the second at 0.3 of the peak rate), scaled.
+    cycles = psnr_periods(args.psnr_steps)
+    rrdb_schedule = (
+        f"train.schedule={{type: cosine, periods: {cycles}, restart_weights: [1.0, 0.3], "
+        "eta_min: 1.0e-6, warmup: 100}"
+    )
+
     perceptual = [f"losses.1.weights={args.vgg16}"]
     runs = [
-        Run("rrdb_psnr_x4", args.psnr_steps, sets=[cosine(args.psnr_steps, 100)]),
+        # Checkpoints every 500 steps are all kept: the end of the first cycle is compared
+        # with BasicSR run for as many steps.
+        Run("rrdb_psnr_x4", args.psnr_steps, sets=[rrdb_schedule, "logging.keep_checkpoints=20"]),
         Run(
             "srg2_psnr_x4",
             srg2_steps,
@@ -135,8 +145,12 @@ def plan(args: argparse.Namespace) -> list[Run]:
     for run in runs:
         run.sets = [f"train.iterations={run.steps}", *common, *run.sets]
     if args.basicsr_python:
-        runs.insert(1, Run("rrdb_psnr_x4_basicsr", args.psnr_steps, basicsr=True))
+        runs.insert(1, Run("rrdb_psnr_x4_basicsr", args.basicsr_steps or cycles[0], basicsr=True))
     return runs
+
+
+def psnr_periods(steps: int) -> list[int]:
+    return [steps // 2, steps - steps // 2]
 
 
 def command(run: Run, args: argparse.Namespace) -> list[str]:
@@ -154,6 +168,8 @@ def command(run: Run, args: argparse.Namespace) -> list[str]:
             str(run.steps),
             "--name",
             run.name,
+            "--periods",
+            *[str(p) for p in psnr_periods(args.psnr_steps)],
         ]
     config = REPO / "configs" / f"{run.name}.yml"
     sets = [item for value in run.sets for item in ("--set", value)]
@@ -228,7 +244,15 @@ def evaluate(runs: list[Run], args: argparse.Namespace) -> list[tuple[str, objec
         patch_size=None,
     )
     models = [("bicubic", BicubicUpscaler(4))]
-    models += [(run.name, load_network(run.final(args.work))) for run in runs]
+    for run in runs:
+        if run.basicsr:
+            # srkit's PSNR run at BasicSR's step count, for the like-for-like comparison.
+            same = args.work / f"runs/rrdb_psnr_x4/checkpoints/step_{run.steps:08d}"
+            if same.is_dir() and not any(
+                r.name == "rrdb_psnr_x4" and r.steps == run.steps for r in runs
+            ):
+                models.append((f"rrdb_psnr_x4@{run.steps}", load_network(same)))
+        models.append((run.name, load_network(run.final(args.work))))
     lpips = load_lpips(args.lpips_lin, args.vgg16, key="--lpips-lin")
     results = evaluate_models(models, dataset, scale=4, device=torch.device("cpu"), lpips=lpips)
     print(quality_table(results))
@@ -287,7 +311,13 @@ def main() -> None:
     parser.add_argument(
         "--lpips-lin", type=Path, default=Path("/tmp/vgg16.pth.lpips-lin.pth"), help="LPIPS v0.1"
     )
-    parser.add_argument("--psnr-steps", type=int, default=1500, help="RRDB PSNR recipe")
+    parser.add_argument("--psnr-steps", type=int, default=3000, help="RRDB PSNR recipe")
+    parser.add_argument(
+        "--basicsr-steps",
+        type=int,
+        help="BasicSR's run of the PSNR recipe (default: its first cosine cycle, half of "
+        "--psnr-steps); srkit's checkpoint of the same step is evaluated beside it",
+    )
     parser.add_argument(
         "--start-steps",
         type=int,
