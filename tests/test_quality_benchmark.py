@@ -35,6 +35,7 @@ def _args(work: Path) -> argparse.Namespace:
         spsr_gan_steps=6,
         vgg16=Path("/vgg16.pth"),
         basicsr_python=Path("/bin/python3"),
+        basicsr_steps=None,
     )
 
 
@@ -62,13 +63,18 @@ def test_every_run_is_a_shipped_config_with_its_start_and_budget(tmp_path):
     for name, run in runs.items():
         command = quality.command(run, args)
         if run.basicsr:
-            assert "--iterations" in command and command[command.index("--iterations") + 1] == "30"
+            # BasicSR runs the recipe's first cosine cycle, with the same periods as srkit.
+            assert command[command.index("--iterations") + 1] == "15"
+            assert command[command.index("--periods") + 1 :] == ["15", "15"]
             continue
         sets = [command[i + 1] for i, item in enumerate(command) if item == "--set"]
         config = load_config(Path(command[4]), sets)
         assert config.name == name and config.train.iterations == run.steps
         assert config.output_dir == tmp_path / "runs"
         assert config.data.train.lr == tmp_path / "dataset/train/lr_x4"
+        if name == "rrdb_psnr_x4":
+            assert config.train.schedule.periods == [15, 15]
+            assert config.train.schedule.restart_weights == [1.0, 0.3]
         init = config.networks["generator"].init
         if name in starts:
             start, steps = starts[name]
