@@ -25,7 +25,7 @@ The configs are the shipped ones in ``configs/``; this script only overrides pat
 
     python benchmarks/quality.py --photos /tmp/photos --work /tmp/quality \\
         --vgg16 /tmp/vgg16.pth --lpips-lin /tmp/vgg16.pth.lpips-lin.pth \\
-        --psnr-steps 3000 --start-steps 600 300 --gan-steps 300 --spsr-gan-steps 300 \\
+        --psnr-steps 3000 --start-steps 600 300 --gan-steps 300 --spsr-gan-steps 200 \\
         --basicsr-python /tmp/basicsr-venv/bin/python --sheet /tmp/quality/sheet.png
 """
 
@@ -327,7 +327,7 @@ def main() -> None:
         help="the SRG2 and SPSR PSNR starts",
     )
     parser.add_argument("--gan-steps", type=int, default=300, help="ESRGAN, switched D, SRG2")
-    parser.add_argument("--spsr-gan-steps", type=int, default=300)
+    parser.add_argument("--spsr-gan-steps", type=int, default=200)
     parser.add_argument(
         "--basicsr-python", type=Path, help="also train the PSNR recipe with BasicSR 1.4.2"
     )
