@@ -870,6 +870,80 @@ simple(
     lambda ws: ["validate", str(weights_copy(ws)), "--hr", str(ws / "nowhere")],
 )
 
+simple(
+    "cli-validate-nothing-to-validate",
+    "cli",
+    "`srkit validate` is given neither a model nor `--bicubic`.",
+    "srkit validate: name at least one model, or pass --bicubic",
+    lambda ws: ["validate", "--hr", str(images(ws / "hr"))],
+)
+
+
+@case(
+    "cli-validate-mixed-scales",
+    "cli",
+    "`srkit validate` is given models of different scales for one table.",
+    "the models have different scales",
+)
+def _(ws: Path) -> list[str]:
+    from srkit.nets.registry import build_network
+    from srkit.weights import save_weights
+
+    for scale in (2, 4):
+        network = build_network("rrdb", nf=8, nb=1, gc=4, scale=scale)
+        save_weights(ws / f"x{scale}.safetensors", network)
+    return [
+        "validate",
+        str(ws / "x2.safetensors"),
+        str(ws / "x4.safetensors"),
+        "--hr",
+        str(images(ws / "hr")),
+    ]
+
+
+simple(
+    "data-prepare-no-photos",
+    "data",
+    "`srkit prepare` is pointed at a folder without images.",
+    "no images (.bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp) in '<tmp>/empty' to prepare",
+    lambda ws: (ws / "empty").mkdir() or ["prepare", str(ws / "empty"), "-o", str(ws / "ds")],
+)
+
+
+@case(
+    "data-prepare-other-options",
+    "data",
+    "`srkit prepare` writes into a dataset folder prepared with other options.",
+    "'<tmp>/ds/manifest.json' was written with other options (crop_size 32 there, 48 now)",
+)
+def _(ws: Path) -> list[str]:
+    from srkit.data.prepare import PrepareOptions, prepare_dataset
+
+    prepare_dataset(
+        images(ws / "photos"), ws / "ds", PrepareOptions(scales=(2,), crop_size=32, step=32)
+    )
+    return [
+        "prepare",
+        str(ws / "photos"),
+        "-o",
+        str(ws / "ds"),
+        "--scales",
+        "2",
+        "--crop-size",
+        "48",
+        "--step",
+        "32",
+    ]
+
+
+simple(
+    "data-prepare-bad-crop",
+    "data",
+    "`srkit prepare --crop-size` is not a multiple of the scales.",
+    "--crop-size 50 is not a positive multiple of the scales (4)",
+    lambda ws: ["prepare", str(images(ws / "photos")), "-o", str(ws / "ds"), "--crop-size", "50"],
+)
+
 CASES: list[Case] = list(_CASES)
 AREAS = {
     "config": "Config files and `--set`",

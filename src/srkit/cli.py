@@ -1,4 +1,4 @@
-"""The ``srkit`` command line: train, upscale, export, validate, info, schema.
+"""The ``srkit`` command line: train, upscale, export, validate, prepare, info, schema.
 
 User errors (:class:`srkit.errors.SrkitError`) print one line ``srkit: error: ...`` and exit with
 code 2; ``--debug`` shows the traceback instead. A few errors that are not bad inputs have their
@@ -75,18 +75,26 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import csv
-
     import torch
 
     from srkit.data.datasets import SRDataset
-    from srkit.evaluation import evaluate_generator
+    from srkit.evaluation import BicubicUpscaler, evaluate_models, quality_csv, quality_table
     from srkit.weights import load_network
 
-    model = load_network(args.checkpoint)
-    scale = int(getattr(model, "scale", 0) or args.scale or 0)
-    if not scale:
+    if not args.checkpoints and not args.bicubic:
+        raise SrkitError("srkit validate: name at least one model, or pass --bicubic")
+    models: list[tuple[str, Any]] = [(str(path), load_network(path)) for path in args.checkpoints]
+    scales = {int(getattr(model, "scale", 0) or 0) for _, model in models} - {0}
+    if args.scale:
+        scales |= {args.scale}
+    if len(scales) > 1:
+        names = ", ".join(f"{name} x{getattr(m, 'scale', '?')}" for name, m in models)
+        raise SrkitError(f"the models have different scales ({names}); validate them separately")
+    if not scales:
         raise SrkitError("cannot tell the model's scale; pass --scale")
+    scale = scales.pop()
+    if args.bicubic:
+        models.insert(0, ("bicubic", BicubicUpscaler(scale)))
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     lpips = None
     if args.lpips is not None:
@@ -94,8 +102,8 @@ def _validate(args: argparse.Namespace) -> int:
 
         lpips = load_lpips(args.lpips, args.lpips_vgg, key="--lpips").to(device)
     dataset = SRDataset(hr_root=args.hr, lr_root=args.lr, scale=scale, patch_size=None)
-    result = evaluate_generator(
-        model.to(device),
+    results = evaluate_models(
+        models,
         dataset,
         scale=scale,
         device=device,
@@ -103,19 +111,27 @@ def _validate(args: argparse.Namespace) -> int:
         y_channel=not args.rgb,
         lpips=lpips,
     )
-    keys = [k for k in result.metrics]
-    width = max(len(str(row["name"])) for row in result.per_image) if result.per_image else 5
-    print(f"{'image':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
-    for row in result.per_image:
-        print(f"{row['name']!s:<{width}}  " + "  ".join(f"{row[k]:>9.4f}" for k in keys))
-    print(f"{'mean':<{width}}  " + "  ".join(f"{result.metrics[k]:>9.4f}" for k in keys))
+    if args.per_image:
+        keys = list(results[0][1].metrics)
+        for name, result in results:
+            width = max(len(str(row["name"])) for row in result.per_image)
+            print(f"{name}:")
+            print(f"  {'image':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
+            for row in result.per_image:
+                print(f"  {row['name']!s:<{width}}  " + "  ".join(f"{row[k]:>9.4f}" for k in keys))
+    print(quality_table(results))
+    print(f"({len(dataset)} images in {args.hr}, x{scale}, crop {args.crop_border or scale})")
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["name", *keys])
-            writer.writeheader()
-            writer.writerows(result.per_image)
-            writer.writerow({"name": "mean", **result.metrics})
+        from srkit.fsutil import atomic_write_bytes
+
+        atomic_write_bytes(args.csv, quality_csv(results).encode("utf-8"))
     return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from srkit.data.prepare import prepare_command
+
+    return prepare_command(args)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -192,7 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate", help="PSNR/SSIM (and LPIPS) of a model on a folder of HR images"
     )
-    validate.add_argument("checkpoint", type=Path, help="weights file or checkpoint folder")
+    validate.add_argument(
+        "checkpoints",
+        type=Path,
+        nargs="*",
+        metavar="MODEL",
+        help="weights files or checkpoint folders (EMA weights preferred); one table row each",
+    )
     validate.add_argument("--hr", type=Path, required=True, help="folder of HR images")
     validate.add_argument(
         "--lr", type=Path, help="folder of matching LR images (default: bicubic from HR)"
@@ -216,11 +238,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VGG16",
         help="torchvision's vgg16-397923af.pth for --lpips (default: the torch hub cache)",
     )
-    validate.add_argument("--csv", type=Path, help="also write the table as CSV")
+    validate.add_argument(
+        "--bicubic", action="store_true", help="add a row for bicubic upscaling (the floor)"
+    )
+    validate.add_argument(
+        "--per-image", action="store_true", help="also print every image's numbers"
+    )
+    validate.add_argument(
+        "--csv", type=Path, help="also write every image's numbers and the means as CSV"
+    )
     validate.add_argument(
         "--cpu", action="store_true", help="run on the CPU even if a GPU is present"
     )
     validate.set_defaults(handler=_validate)
+
+    from srkit.data.prepare import add_prepare_arguments
+
+    prepare = commands.add_parser(
+        "prepare", help="make a paired HR/LR training set (and held-out set) from photos"
+    )
+    add_prepare_arguments(prepare)
+    prepare.set_defaults(handler=_prepare)
 
     info = commands.add_parser("info", help="describe a weights file or checkpoint")
     info.add_argument("checkpoint", type=Path)

@@ -293,6 +293,12 @@ class PictureConfig(StrictModel):
 class LoggingConfig(StrictModel):
     print_every: int = Field(50, gt=0, description="Steps between console/TensorBoard scalars.")
     val_every: int = Field(1000, gt=0, description="Steps between validations.")
+    validate_at_start: bool = Field(
+        False,
+        description="Also validate before the first step of a fresh run (logged as step 0), "
+        "so the run records where it started: e.g. the initial weights of a GAN run started "
+        "from a PSNR model, or what a fresh network scores. Not repeated on resume.",
+    )
     checkpoint_every: int = Field(1000, gt=0, description="Steps between checkpoints.")
     image_every: int = Field(500, gt=0, description="Steps between training pictures.")
     pictures: dict[str, PictureConfig] = Field(

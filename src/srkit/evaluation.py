@@ -129,3 +129,71 @@ def evaluate_generator(
         network.train(was_training)
     metrics = {key: value / max(count, 1) for key, value in sums.items()}
     return EvaluationResult(metrics, per_image, lr_sr_hr_sheet(triples) if triples else None)
+
+
+class BicubicUpscaler(nn.Module):
+    """The bicubic floor as a "generator": MATLAB-compatible bicubic upscaling of the LR image
+    (the inverse direction of how LR is made), so ``srkit validate --bicubic`` reports it with
+    exactly the metrics of a trained model."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = int(scale)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        from srkit.data.imresize import imresize
+
+        return imresize(lr, scale=self.scale)
+
+
+def evaluate_models(
+    models: Sequence[tuple[str, nn.Module]],
+    dataset: torch.utils.data.Dataset,
+    scale: int,
+    device: torch.device,
+    crop_border: int | None = None,
+    y_channel: bool = True,
+    lpips: nn.Module | None = None,
+) -> list[tuple[str, EvaluationResult]]:
+    """:func:`evaluate_generator` for each (name, network), one after another (each network is
+    moved to ``device`` for its turn only)."""
+    results = []
+    for name, model in models:
+        result = evaluate_generator(
+            model.to(device),
+            dataset,
+            scale=scale,
+            device=device,
+            crop_border=crop_border,
+            y_channel=y_channel,
+            lpips=lpips,
+        )
+        model.cpu()
+        results.append((name, result))
+    return results
+
+
+def quality_table(results: Sequence[tuple[str, EvaluationResult]]) -> str:
+    """The text table of ``srkit validate``: one row per model, means over the images."""
+    keys = list(results[0][1].metrics)
+    width = max(len("model"), *(len(name) for name, _ in results))
+    lines = [f"{'model':<{width}}  " + "  ".join(f"{k:>9}" for k in keys)]
+    for name, result in results:
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{result.metrics[k]:>9.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def quality_csv(results: Sequence[tuple[str, EvaluationResult]]) -> str:
+    """CSV of every image's numbers per model, and a ``mean`` row per model."""
+    import csv
+    from io import StringIO
+
+    keys = list(results[0][1].metrics)
+    buffer = StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["model", "image", *keys], lineterminator="\n")
+    writer.writeheader()
+    for name, result in results:
+        for row in result.per_image:
+            writer.writerow({"model": name, "image": row["name"], **{k: row[k] for k in keys}})
+        writer.writerow({"model": name, "image": "mean", **result.metrics})
+    return buffer.getvalue()

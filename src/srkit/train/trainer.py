@@ -747,6 +747,8 @@ class Trainer:
         total = cfg.train.iterations
         if self.group.is_main:
             self._log_start()
+        if cfg.data.val is not None and logging_cfg.validate_at_start and self.step == 0:
+            self.validate()
         batches = self.data_loader()
         bar = progress_bar(
             total, self.step, logging_cfg.progress_bar and self.group.is_main and not self.quiet

@@ -1,0 +1,156 @@
+"""benchmarks/quality.py: its runs are valid configs chained correctly, and its evaluation,
+step-0/end L1 read-out and image sheet work on tiny runs (so a rename cannot break it unseen)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from srkit.config import load_config, validate_config
+from srkit.data.io import read_rgb
+from srkit.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_quality():
+    spec = importlib.util.spec_from_file_location("quality", REPO / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["quality"] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(work: Path) -> argparse.Namespace:
+    return argparse.Namespace(
+        work=work,
+        psnr_steps=30,
+        start_steps=[20, 10],
+        gan_steps=8,
+        spsr_gan_steps=6,
+        vgg16=Path("/vgg16.pth"),
+        basicsr_python=Path("/bin/python3"),
+        basicsr_steps=None,
+    )
+
+
+def test_every_run_is_a_shipped_config_with_its_start_and_budget(tmp_path):
+    quality = _load_quality()
+    args = _args(tmp_path)
+    runs = {run.name: run for run in quality.plan(args)}
+    assert list(runs) == [
+        "rrdb_psnr_x4",
+        "rrdb_psnr_x4_basicsr",
+        "srg2_psnr_x4",
+        "spsr_psnr_x4",
+        "esrgan_x4",
+        "switched_d_x4",
+        "srg2_pixgan_x4",
+        "spsr_x4",
+    ]
+    starts = {
+        "spsr_psnr_x4": ("rrdb_psnr_x4", 30),
+        "esrgan_x4": ("rrdb_psnr_x4", 30),
+        "switched_d_x4": ("rrdb_psnr_x4", 30),
+        "srg2_pixgan_x4": ("srg2_psnr_x4", 20),
+        "spsr_x4": ("spsr_psnr_x4", 10),
+    }
+    for name, run in runs.items():
+        command = quality.command(run, args)
+        if run.basicsr:
+            # BasicSR runs the recipe's first cosine cycle, with the same periods as srkit.
+            assert command[command.index("--iterations") + 1] == "15"
+            assert command[command.index("--periods") + 1 :] == ["15", "15"]
+            continue
+        sets = [command[i + 1] for i, item in enumerate(command) if item == "--set"]
+        config = load_config(Path(command[4]), sets)
+        assert config.name == name and config.train.iterations == run.steps
+        assert config.output_dir == tmp_path / "runs"
+        assert config.data.train.lr == tmp_path / "dataset/train/lr_x4"
+        if name == "rrdb_psnr_x4":
+            assert config.train.schedule.periods == [15, 15]
+            assert config.train.schedule.restart_weights == [1.0, 0.3]
+        init = config.networks["generator"].init
+        if name in starts:
+            start, steps = starts[name]
+            assert run.needs == [start]
+            assert (
+                init
+                == runs[start].final(tmp_path)
+                == tmp_path / f"runs/{start}/checkpoints/step_{steps:08d}"
+            )
+        else:
+            assert init is None and run.needs == []
+        for term in config.losses:
+            if term.type == "perceptual":
+                assert term.weights == args.vgg16
+
+
+def test_evaluation_l1_readout_and_sheet_on_tiny_runs(make_config, tmp_path, capsys, monkeypatch):
+    quality = _load_quality()
+    work = tmp_path / "work"
+    # A held-out set laid out as `srkit prepare` writes it (x4, 48 px crops).
+    from srkit.cli import main
+
+    photos = tmp_path / "photos"
+    from conftest import write_photo_like
+
+    for index in range(4):
+        write_photo_like(photos / f"p{index}.png", (64, 64), seed=index)
+    assert (
+        main(
+            [
+                "prepare",
+                str(photos),
+                "-o",
+                str(work / "dataset"),
+                "--crop-size",
+                "32",
+                "--step",
+                "32",
+                "--holdout-every",
+                "2",
+                "--holdout-crop",
+                "48",
+            ]
+        )
+        == 0
+    )
+
+    runs = []
+    for name in ("tiny_a", "tiny_b"):
+        raw = make_config(name=name, scale=4)
+        raw["output_dir"] = str(work / "runs")
+        raw["data"]["val"] = {
+            "hr": str(work / "dataset/heldout/hr"),
+            "lr": str(work / "dataset/heldout/lr_x4"),
+        }
+        raw["logging"]["validate_at_start"] = True
+        Trainer(validate_config(raw), quiet=True).run()
+        runs.append(quality.Run(name, 4))
+    args = argparse.Namespace(work=work, lpips_lin=None, vgg16=None, sheet=tmp_path / "sheet.png")
+    monkeypatch.setattr("srkit.metrics.lpips.load_lpips", lambda *a, **k: None)
+    results = quality.evaluate(runs, args)
+    out = capsys.readouterr().out
+    assert [name for name, _ in results] == ["bicubic", "tiny_a", "tiny_b"]
+    metrics = json.loads(
+        next(
+            line
+            for line in (work / "runs/tiny_a/metrics.jsonl").read_text().splitlines()
+            if '"step": 0' in line and "val" in line
+        )
+    )
+    first, last, step = quality.start_and_end_l1(work, "tiny_a")
+    assert first == metrics["val/l1"] and step == 4 and last != first
+    assert f"step 0: {first:.4f}" in out
+    sheet = read_rgb(tmp_path / "sheet.png")
+    # 2 held-out images (every 2nd of 4) -> 2 rows; 4 columns (bicubic, 2 runs, HR) of 128 px...
+    # the crops are only 48 px here, so each tile is 48 px.
+    assert sheet.shape == (2 * 48 + 4, 4 * 48 + 3 * 4, 3)
+    hr = read_rgb(work / "dataset/heldout/hr/p1.png")
+    np.testing.assert_allclose(sheet[:48, -48:], hr, atol=1 / 255)
