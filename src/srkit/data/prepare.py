@@ -37,7 +37,6 @@ preparations in one folder would silently corrupt the set).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from srkit.errors import DataError
+from srkit.fsutil import file_sha256
 
 __all__ = ["PrepareOptions", "PrepareReport", "is_held_out", "prepare_dataset"]
 
@@ -129,14 +129,6 @@ def subimage_positions(length: int, crop: int, step: int, min_remainder: int) ->
     return positions
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _source_signature(path: Path) -> dict[str, int]:
     stat = path.stat()
     return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
@@ -188,7 +180,7 @@ def _complete(output: Path, record: dict[str, Any], source: Path, verify: bool) 
                 return False
         except OSError:
             return False
-        if verify and _sha256(path) != facts["sha256"]:
+        if verify and file_sha256(path) != facts["sha256"]:
             return False
     return True
 
@@ -249,7 +241,7 @@ def _process(
         for relative, array in outputs:
             path = output / relative
             write_image(path, array)
-            files[relative] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            files[relative] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
     return files
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from srkit.errors import CheckpointError
-from srkit.fsutil import atomic_write_bytes, fsync_directory
+from srkit.fsutil import atomic_write_bytes, file_sha256, fsync_directory
 from srkit.train.reliability import CheckpointWriteError, describe_write_failure, error_number
 from srkit.weights import save_weights
 
@@ -43,14 +43,6 @@ _NAME = re.compile(r"^step_(\d{8,})$")
 
 def checkpoint_folder(root: Path, step: int) -> Path:
     return Path(root) / f"step_{step:08d}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_file(path: Path, write: Callable[[Path], None]) -> None:
@@ -121,7 +113,7 @@ def save_checkpoint(
                 staging / file, lambda path, m=module: save_weights(path, m, {"step": str(step)})
             )
             files.append(file)
-            weights_sha256[file] = _sha256(staging / file)
+            weights_sha256[file] = file_sha256(staging / file)
             done()
         payload = _serialise({**training_state, "weights_sha256": weights_sha256})
         _write_file(staging / STATE_FILE, lambda path: atomic_write_bytes(path, payload))
@@ -204,7 +196,7 @@ def checkpoint_problem(folder: Path, verify_hashes: bool = True) -> str | None:
         size = path.stat().st_size
         if size != sizes[name]:
             return f"{name} has {size} bytes, the manifest says {sizes[name]} (truncated?)"
-        if verify_hashes and _sha256(path) != hashes[name]:
+        if verify_hashes and file_sha256(path) != hashes[name]:
             return f"{name} does not match its checksum (damaged)"
     if verify_hashes:
         try:
