@@ -21,6 +21,7 @@ from faultkit import assert_same_weights, final_weights, tiny_gan_config, write_
 from srkit.cli import main
 from srkit.config import validate_config
 from srkit.errors import CheckpointError, ConfigError
+from srkit.fsutil import file_sha256
 from srkit.train import checkpoint as ckpt
 from srkit.train import reliability
 from srkit.train.trainer import DivergedError, Trainer
@@ -397,7 +398,7 @@ def test_malicious_pickles_never_run(world, tmp_path):
     torch.save({"step": _Exploit(marker)}, folder / "training_state.pt")
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["training_state.pt"] = {
-        "sha256": ckpt._sha256(folder / "training_state.pt"),
+        "sha256": file_sha256(folder / "training_state.pt"),
         "bytes": (folder / "training_state.pt").stat().st_size,
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
