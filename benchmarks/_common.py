@@ -5,6 +5,7 @@ Not part of the ``srkit`` package; the scripts import it from their own folder.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -165,3 +166,17 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(key, "")) for key, _ in columns) + " |")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def counting_flops(enabled: bool):
+    """Yield a callable returning the FLOPs counted inside the block (0 when disabled); it
+    stays valid after the block."""
+    if not enabled:
+        yield lambda: 0
+        return
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        yield counter.get_total_flops

@@ -37,7 +37,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import math
@@ -56,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     conv3x3_reference,
+    counting_flops,
     machine_info,
     make_image_folder,
     markdown_table,
@@ -214,20 +214,6 @@ def rrdb_training_flops(
     forward = rrdb_forward_flops(nf, nb, gc, scale, lr, lr, channels)
     first_input_grad = 2 * 9 * channels * nf * lr * lr
     return batch * (3 * forward - first_input_grad)
-
-
-@contextlib.contextmanager
-def counting_flops(enabled: bool):
-    """Yield a callable returning the FLOPs counted inside the block (0 when disabled)."""
-    if not enabled:
-        yield lambda: 0
-        return
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        yield counter.get_total_flops
-    # get_total_flops stays valid after exit
 
 
 # --------------------------------------------------------------------------- the run

@@ -52,7 +52,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -93,26 +92,16 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-@contextlib.contextmanager
-def flop_counter(enabled: bool):
-    if not enabled:
-        yield lambda: 0
-        return
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        yield counter.get_total_flops
-
-
 def time_steps(step_function, batches: list[dict[str, Any]], args: argparse.Namespace) -> dict:
     """Run ``step_function(batch, index)`` over the batches; the first counts FLOPs, the first
     ``--warmup`` are not timed. Returns wall and process-CPU step times and FLOPs."""
+    from _common import counting_flops
+
     times, cpu_times, flops = [], [], 0
     for index, batch in enumerate(batches):
         synchronize(args.device)
         started, cpu_started = time.perf_counter(), time.process_time()
-        with flop_counter(index == 0) as total:
+        with counting_flops(index == 0) as total:
             step_function(batch, index)
             synchronize(args.device)
         elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started

@@ -227,6 +227,18 @@ def _add_onnx_metadata(path: Path, model: Any) -> None:
     onnx.save(proto, str(path))
 
 
+def _require_onnxruntime() -> Any:
+    """The onnxruntime module, or the one-line error saying how to get it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError(
+            "verifying an ONNX export needs onnxruntime: pip install 'srkit[onnx]' "
+            "(or pass --no-verify)"
+        ) from None
+    return onnxruntime
+
+
 def verify_onnx(path: str | Path, model: Any, height: int, width: int, fp16: bool = False) -> float:
     """Max |onnxruntime(path) - model| on a random (1, C, height, width) input in [0, 1]."""
     import numpy as np
@@ -235,13 +247,7 @@ def verify_onnx(path: str | Path, model: Any, height: int, width: int, fp16: boo
     from srkit.infer.api import model_channels, model_device
     from srkit.infer.tiling import split_output
 
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ExportError(
-            "verifying an ONNX export needs onnxruntime: pip install 'srkit[onnx]' "
-            "(or pass --no-verify)"
-        ) from None
+    onnxruntime = _require_onnxruntime()
     channels = model_channels(model)[0]
     generator = torch.Generator().manual_seed(height * 100003 + width)
     sample = torch.rand(1, channels, height, width, generator=generator)
@@ -379,13 +385,7 @@ def export_command(args: argparse.Namespace) -> int:
             print(f"srkit: warning: {problem}; the file loads in srkit", file=sys.stderr)
     if args.onnx is not None:
         if not args.no_verify:
-            try:
-                import onnxruntime  # noqa: F401
-            except ImportError:
-                raise ExportError(
-                    "verifying an ONNX export needs onnxruntime: pip install 'srkit[onnx]' "
-                    "(or pass --no-verify)"
-                ) from None
+            _require_onnxruntime()  # before the export's minutes, not after
         try:
             report = export_onnx(
                 model,

@@ -135,22 +135,13 @@ def build_train_dataset(config: Any) -> Any:
     from srkit.data.datasets import SRDataset, UnpairedDataset
 
     data = config.data.train
-    if data.disjoint:
-        if reads_hr(config.train.generator_input):
-            raise ConfigError(
-                f"train.generator_input: '{config.train.generator_input}' reads HR images, "
-                "which are unrelated to the LR ones with data.train.disjoint: true"
-            )
-        return UnpairedDataset(
-            hr_root=data.hr,
-            lr_root=data.lr,
-            scale=config.scale,
-            patch_size=data.patch_size,
-            flips=data.flips,
-            rotations=data.rotations,
-            cache_images=data.cache_images,
+    if data.disjoint and reads_hr(config.train.generator_input):
+        raise ConfigError(
+            f"train.generator_input: '{config.train.generator_input}' reads HR images, "
+            "which are unrelated to the LR ones with data.train.disjoint: true"
         )
-    return SRDataset(
+    kind = UnpairedDataset if data.disjoint else SRDataset
+    return kind(
         hr_root=data.hr,
         lr_root=data.lr,
         scale=config.scale,
