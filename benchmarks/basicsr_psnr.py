@@ -14,7 +14,7 @@ The weights land in ``<root>/experiments/<name>/models/net_g_<iterations>.pth`` 
 ``params_ema``); srkit reads that file directly (``srkit validate`` prefers ``params_ema``).
 
     /tmp/basicsr-venv/bin/python benchmarks/basicsr_psnr.py --config configs/rrdb_psnr_x4.yml \\
-        --dataset data/photos --root /tmp/basicsr_run --iterations 3000
+        --dataset data/photos --root /tmp/basicsr_run --iterations 7500
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ def basicsr_options(recipe: dict, dataset: Path, iterations: int, name: str) -> 
         },
         "logger": {
             "print_freq": 50,
-            "save_checkpoint_freq": iterations,
+            # The end of the first cosine cycle and every as many steps after it: with the
+            # recipe's periods these are its cycle ends, compared with srkit's checkpoints.
+            "save_checkpoint_freq": min(schedule["periods"][0], iterations),
             "use_tb_logger": False,
             "wandb": {"project": None, "resume_id": None},
         },

@@ -5,11 +5,11 @@ The whole pipeline of ``docs/recipes.md``, with the budgets as arguments:
 1. ``srkit prepare`` the photos (``../shared/data/get-photos.sh``): JPEGs reduced x2, 480 px
    sub-images every 240 px, x4 LR; every 7th photo by sorted name held out, its centre
    384x384 kept (so evaluating a model costs seconds).
-2. PSNR starts: ``rrdb_psnr_x4`` (the PSNR recipe: two cosine cycles), and, since SRG2 and
+2. PSNR starts: ``rrdb_psnr_x4`` (the PSNR recipe: three cosine cycles), and, since SRG2 and
    SPSR are other architectures, ``srg2_psnr_x4`` (from scratch) and ``spsr_psnr_x4`` (trunk and
    upsampler from the RRDB checkpoint, ``init_strict: false``). Optionally the RRDB recipe
-   through BasicSR 1.4.2 (``basicsr_psnr.py``) for comparison, by default for the recipe's first
-   cycle; srkit's checkpoint of that step is then evaluated too (``rrdb_psnr_x4@<step>``).
+   through BasicSR 1.4.2 (``basicsr_psnr.py``) for comparison, for the same budget; both
+   runs' checkpoints at the end of each cosine cycle are evaluated (``<run>@<step>``).
 3. GAN recipes from their starts: ``esrgan_x4`` and ``switched_d_x4`` (from RRDB),
    ``srg2_pixgan_x4`` (from SRG2), ``spsr_x4`` (from SPSR).
 4. Evaluation of every final checkpoint (EMA weights) and of bicubic on the held-out crops:
@@ -25,7 +25,7 @@ The configs are the shipped ones in ``configs/``; this script only overrides pat
 
     python benchmarks/quality.py --photos /tmp/photos --work /tmp/quality \\
         --vgg16 /tmp/vgg16.pth --lpips-lin /tmp/vgg16.pth.lpips-lin.pth \\
-        --psnr-steps 3000 --start-steps 600 300 --gan-steps 300 --spsr-gan-steps 200 \\
+        --psnr-steps 7500 --start-steps 600 300 --gan-steps 300 --spsr-gan-steps 200 \\
         --basicsr-python /tmp/basicsr-venv/bin/python --sheet /tmp/quality/sheet.png
 """
 
@@ -68,18 +68,18 @@ def plan(args: argparse.Namespace) -> list[Run]:
     def cosine(steps: int, warmup: int) -> str:
         return f"train.schedule={{type: cosine, periods: [{steps}], eta_min: 1.0e-6, warmup: {warmup}}}"
 
-    # The PSNR recipe's two cosine cycles (the second at 0.3 of the peak rate), scaled.
+    # The PSNR recipe's cosine cycles, scaled to the budget (unchanged at the shipped one).
     cycles = psnr_periods(args.psnr_steps)
     rrdb_schedule = (
-        f"train.schedule={{type: cosine, periods: {cycles}, restart_weights: [1.0, 0.3], "
-        "eta_min: 1.0e-6, warmup: 100}"
+        f"train.schedule={{type: cosine, periods: {cycles}, "
+        f"restart_weights: {psnr_schedule()['restart_weights']}, eta_min: 1.0e-6, warmup: 100}}"
     )
 
     perceptual = [f"losses.1.weights={args.vgg16}"]
     runs = [
-        # Checkpoints every 500 steps are all kept: the end of the first cycle is compared
-        # with BasicSR run for as many steps.
-        Run("rrdb_psnr_x4", args.psnr_steps, sets=[rrdb_schedule, "logging.keep_checkpoints=20"]),
+        # Checkpoints every 500 steps are all kept: the end of each cycle is compared with
+        # BasicSR's checkpoint of the same step.
+        Run("rrdb_psnr_x4", args.psnr_steps, sets=[rrdb_schedule, "logging.keep_checkpoints=40"]),
         Run(
             "srg2_psnr_x4",
             srg2_steps,
@@ -145,12 +145,33 @@ def plan(args: argparse.Namespace) -> list[Run]:
     for run in runs:
         run.sets = [f"train.iterations={run.steps}", *common, *run.sets]
     if args.basicsr_python:
-        runs.insert(1, Run("rrdb_psnr_x4_basicsr", args.basicsr_steps or cycles[0], basicsr=True))
+        steps = args.basicsr_steps or args.psnr_steps
+        runs.insert(1, Run("rrdb_psnr_x4_basicsr", steps, basicsr=True))
     return runs
 
 
+def psnr_schedule() -> dict:
+    """The shipped PSNR recipe's ``train`` section's schedule (periods, restart weights)."""
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "configs/rrdb_psnr_x4.yml").read_text())
+    return recipe["train"]["schedule"]
+
+
 def psnr_periods(steps: int) -> list[int]:
-    return [steps // 2, steps - steps // 2]
+    """The recipe's cosine periods scaled to ``steps`` in all (the last one takes the rest)."""
+    periods = psnr_schedule()["periods"]
+    scaled = [round(p * steps / sum(periods)) for p in periods[:-1]]
+    return [*scaled, steps - sum(scaled)]
+
+
+def cycle_ends(steps: int) -> list[int]:
+    """The steps at which the PSNR recipe's cosine cycles end, for a budget of ``steps``."""
+    ends, total = [], 0
+    for period in psnr_periods(steps):
+        total += period
+        ends.append(total)
+    return ends
 
 
 def command(run: Run, args: argparse.Namespace) -> list[str]:
@@ -246,12 +267,16 @@ def evaluate(runs: list[Run], args: argparse.Namespace) -> list[tuple[str, objec
     models = [("bicubic", BicubicUpscaler(4))]
     for run in runs:
         if run.basicsr:
-            # srkit's PSNR run at BasicSR's step count, for the like-for-like comparison.
-            same = args.work / f"runs/rrdb_psnr_x4/checkpoints/step_{run.steps:08d}"
-            if same.is_dir() and not any(
-                r.name == "rrdb_psnr_x4" and r.steps == run.steps for r in runs
-            ):
-                models.append((f"rrdb_psnr_x4@{run.steps}", load_network(same)))
+            # srkit against BasicSR at the end of each cosine cycle both runs reached (the
+            # final step too when BasicSR ran a shorter budget): same step, same schedule.
+            for step in cycle_ends(args.psnr_steps):
+                ours = args.work / f"runs/rrdb_psnr_x4/checkpoints/step_{step:08d}"
+                theirs = run.final(args.work).with_name(f"net_g_{step}.pth")
+                if step == args.psnr_steps or not (ours.is_dir() and theirs.is_file()):
+                    continue
+                models.append((f"rrdb_psnr_x4@{step}", load_network(ours)))
+                if step != run.steps:
+                    models.append((f"{run.name}@{step}", load_network(theirs)))
         models.append((run.name, load_network(run.final(args.work))))
     lpips = load_lpips(args.lpips_lin, args.vgg16, key="--lpips-lin")
     results = evaluate_models(models, dataset, scale=4, device=torch.device("cpu"), lpips=lpips)
@@ -266,7 +291,9 @@ def evaluate(runs: list[Run], args: argparse.Namespace) -> list[tuple[str, objec
         if first is not None:
             print(f"  {run.name:<16} step 0: {first:.4f}   step {step}: {last:.4f}")
     if args.sheet:
-        write_sheet(models, dataset, results, args.sheet)
+        # The final models only: the per-cycle comparison rows are in the table.
+        finals = [(name, model) for name, model in models if "@" not in name]
+        write_sheet(finals, dataset, results, args.sheet)
     return results
 
 
@@ -311,12 +338,12 @@ def main() -> None:
     parser.add_argument(
         "--lpips-lin", type=Path, default=Path("/tmp/vgg16.pth.lpips-lin.pth"), help="LPIPS v0.1"
     )
-    parser.add_argument("--psnr-steps", type=int, default=3000, help="RRDB PSNR recipe")
+    parser.add_argument("--psnr-steps", type=int, default=7500, help="RRDB PSNR recipe")
     parser.add_argument(
         "--basicsr-steps",
         type=int,
-        help="BasicSR's run of the PSNR recipe (default: its first cosine cycle, half of "
-        "--psnr-steps); srkit's checkpoint of the same step is evaluated beside it",
+        help="BasicSR's run of the PSNR recipe (default: --psnr-steps); srkit's and BasicSR's "
+        "checkpoints at the end of each cosine cycle are evaluated side by side",
     )
     parser.add_argument(
         "--start-steps",

@@ -63,9 +63,9 @@ def test_every_run_is_a_shipped_config_with_its_start_and_budget(tmp_path):
     for name, run in runs.items():
         command = quality.command(run, args)
         if run.basicsr:
-            # BasicSR runs the recipe's first cosine cycle, with the same periods as srkit.
-            assert command[command.index("--iterations") + 1] == "15"
-            assert command[command.index("--periods") + 1 :] == ["15", "15"]
+            # BasicSR runs the whole recipe, with the same (scaled) periods as srkit.
+            assert command[command.index("--iterations") + 1] == "30"
+            assert command[command.index("--periods") + 1 :] == ["6", "6", "18"]
             continue
         sets = [command[i + 1] for i, item in enumerate(command) if item == "--set"]
         config = load_config(Path(command[4]), sets)
@@ -73,8 +73,9 @@ def test_every_run_is_a_shipped_config_with_its_start_and_budget(tmp_path):
         assert config.output_dir == tmp_path / "runs"
         assert config.data.train.lr == tmp_path / "dataset/train/lr_x4"
         if name == "rrdb_psnr_x4":
-            assert config.train.schedule.periods == [15, 15]
-            assert config.train.schedule.restart_weights == [1.0, 0.3]
+            # The shipped recipe's 1500 / 1500 / 4500 cycles scaled to 30 steps.
+            assert config.train.schedule.periods == [6, 6, 18]
+            assert config.train.schedule.restart_weights == [1.0, 0.3, 0.3]
         init = config.networks["generator"].init
         if name in starts:
             start, steps = starts[name]
@@ -91,47 +92,37 @@ def test_every_run_is_a_shipped_config_with_its_start_and_budget(tmp_path):
                 assert term.weights == args.vgg16
 
 
-def test_evaluation_l1_readout_and_sheet_on_tiny_runs(make_config, tmp_path, capsys, monkeypatch):
-    quality = _load_quality()
-    work = tmp_path / "work"
-    # A held-out set laid out as `srkit prepare` writes it (x4, 48 px crops).
+def _prepared_heldout(tmp_path: Path) -> Path:
+    """A work folder whose held-out set is laid out as `srkit prepare` writes it (x4, 48 px)."""
+    from conftest import write_photo_like
     from srkit.cli import main
 
-    photos = tmp_path / "photos"
-    from conftest import write_photo_like
-
+    work, photos = tmp_path / "work", tmp_path / "photos"
     for index in range(4):
         write_photo_like(photos / f"p{index}.png", (64, 64), seed=index)
-    assert (
-        main(
-            [
-                "prepare",
-                str(photos),
-                "-o",
-                str(work / "dataset"),
-                "--crop-size",
-                "32",
-                "--step",
-                "32",
-                "--holdout-every",
-                "2",
-                "--holdout-crop",
-                "48",
-            ]
-        )
-        == 0
-    )
+    command = ["prepare", str(photos), "-o", str(work / "dataset"), "--crop-size", "32"]
+    command += ["--step", "32", "--holdout-every", "2", "--holdout-crop", "48"]
+    assert main(command) == 0
+    return work
 
+
+def _tiny_run(make_config, work: Path, name: str, **changes) -> None:
+    raw = make_config(name=name, scale=4, **changes)
+    raw["output_dir"] = str(work / "runs")
+    raw["data"]["val"] = {
+        "hr": str(work / "dataset/heldout/hr"),
+        "lr": str(work / "dataset/heldout/lr_x4"),
+    }
+    raw["logging"]["validate_at_start"] = True
+    Trainer(validate_config(raw), quiet=True).run()
+
+
+def test_evaluation_l1_readout_and_sheet_on_tiny_runs(make_config, tmp_path, capsys, monkeypatch):
+    quality = _load_quality()
+    work = _prepared_heldout(tmp_path)
     runs = []
     for name in ("tiny_a", "tiny_b"):
-        raw = make_config(name=name, scale=4)
-        raw["output_dir"] = str(work / "runs")
-        raw["data"]["val"] = {
-            "hr": str(work / "dataset/heldout/hr"),
-            "lr": str(work / "dataset/heldout/lr_x4"),
-        }
-        raw["logging"]["validate_at_start"] = True
-        Trainer(validate_config(raw), quiet=True).run()
+        _tiny_run(make_config, work, name)
         runs.append(quality.Run(name, 4))
     args = argparse.Namespace(work=work, lpips_lin=None, vgg16=None, sheet=tmp_path / "sheet.png")
     monkeypatch.setattr("srkit.metrics.lpips.load_lpips", lambda *a, **k: None)
@@ -154,3 +145,50 @@ def test_evaluation_l1_readout_and_sheet_on_tiny_runs(make_config, tmp_path, cap
     assert sheet.shape == (2 * 48 + 4, 4 * 48 + 3 * 4, 3)
     hr = read_rgb(work / "dataset/heldout/hr/p1.png")
     np.testing.assert_allclose(sheet[:48, -48:], hr, atol=1 / 255)
+
+
+def test_srkit_and_basicsr_are_compared_at_each_cycle_end(make_config, tmp_path, monkeypatch):
+    """With BasicSR in the plan, both runs' checkpoints at the end of every cosine cycle of the
+    PSNR recipe are evaluated side by side (the scaled 1500/1500/4500 cycles of 10 steps end at
+    2, 4 and 10), each row loading its own run's weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    quality = _load_quality()
+    work = _prepared_heldout(tmp_path)
+    _tiny_run(
+        make_config,
+        work,
+        "rrdb_psnr_x4",
+        train__iterations=10,
+        train__ema={"decay": 0.9},
+        logging__checkpoint_every=2,
+        logging__keep_checkpoints=10,
+    )
+    # BasicSR's files as it writes them (`params` / `params_ema`), here a copy of srkit's
+    # weights at the same step with the last conv's bias moved, so every row is distinct.
+    models = work / "basicsr/experiments/rrdb_psnr_x4_basicsr/models"
+    models.mkdir(parents=True)
+    for step in (2, 4, 6, 8, 10):
+        checkpoint = work / f"runs/rrdb_psnr_x4/checkpoints/step_{step:08d}"
+        weights = load_file(checkpoint / "generator_ema.safetensors")
+        weights["conv_last.bias"] = weights["conv_last.bias"] + 0.01 * step
+        torch.save({"params": weights, "params_ema": weights}, models / f"net_g_{step}.pth")
+    runs = [quality.Run("rrdb_psnr_x4", 10), quality.Run("rrdb_psnr_x4_basicsr", 10, basicsr=True)]
+    args = argparse.Namespace(
+        work=work, psnr_steps=10, lpips_lin=None, vgg16=None, sheet=None, basicsr_steps=None
+    )
+    monkeypatch.setattr("srkit.metrics.lpips.load_lpips", lambda *a, **k: None)
+    results = dict(quality.evaluate(runs, args))
+    assert list(results) == [
+        "bicubic",
+        "rrdb_psnr_x4",
+        "rrdb_psnr_x4@2",
+        "rrdb_psnr_x4_basicsr@2",
+        "rrdb_psnr_x4@4",
+        "rrdb_psnr_x4_basicsr@4",
+        "rrdb_psnr_x4_basicsr",
+    ]
+    # Each row is its own checkpoint: no two srkit/BasicSR rows score the same.
+    scores = [results[name].metrics["psnr_y"] for name in list(results)[1:]]
+    assert len(set(scores)) == len(scores)
