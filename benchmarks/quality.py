@@ -267,9 +267,9 @@ def evaluate(runs: list[Run], args: argparse.Namespace) -> list[tuple[str, objec
     models = [("bicubic", BicubicUpscaler(4))]
     for run in runs:
         if run.basicsr:
-            # srkit against BasicSR at the end of each cosine cycle both runs reached (the
-            # final step too when BasicSR ran a shorter budget): same step, same schedule.
-            for step in cycle_ends(args.psnr_steps):
+            # srkit against BasicSR at the same step, same schedule: at the end of each cosine
+            # cycle both runs reached, and at BasicSR's last step if it ran a shorter budget.
+            for step in sorted({*cycle_ends(args.psnr_steps), run.steps}):
                 ours = args.work / f"runs/rrdb_psnr_x4/checkpoints/step_{step:08d}"
                 theirs = run.final(args.work).with_name(f"net_g_{step}.pth")
                 if step == args.psnr_steps or not (ours.is_dir() and theirs.is_file()):
