@@ -32,6 +32,8 @@ The configs are the shipped ones in ``configs/``; this script only overrides pat
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import subprocess
@@ -72,7 +74,7 @@ def plan(args: argparse.Namespace) -> list[Run]:
     cycles = psnr_periods(args.psnr_steps)
     rrdb_schedule = (
         f"train.schedule={{type: cosine, periods: {cycles}, "
-        f"restart_weights: {psnr_schedule()['restart_weights']}, eta_min: 1.0e-6, warmup: 100}}"
+        f"restart_weights: {psnr_schedule().restart_weights}, eta_min: 1.0e-6, warmup: 100}}"
     )
 
     perceptual = [f"losses.1.weights={args.vgg16}"]
@@ -150,28 +152,25 @@ def plan(args: argparse.Namespace) -> list[Run]:
     return runs
 
 
-def psnr_schedule() -> dict:
-    """The shipped PSNR recipe's ``train`` section's schedule (periods, restart weights)."""
-    import yaml
+@functools.cache
+def psnr_schedule():
+    """The shipped PSNR recipe's schedule (periods, restart weights), read once with srkit's
+    own config loader."""
+    from srkit.config import load_config
 
-    recipe = yaml.safe_load((REPO / "configs/rrdb_psnr_x4.yml").read_text())
-    return recipe["train"]["schedule"]
+    return load_config(REPO / "configs/rrdb_psnr_x4.yml").train.schedule
 
 
 def psnr_periods(steps: int) -> list[int]:
     """The recipe's cosine periods scaled to ``steps`` in all (the last one takes the rest)."""
-    periods = psnr_schedule()["periods"]
+    periods = psnr_schedule().periods
     scaled = [round(p * steps / sum(periods)) for p in periods[:-1]]
     return [*scaled, steps - sum(scaled)]
 
 
 def cycle_ends(steps: int) -> list[int]:
     """The steps at which the PSNR recipe's cosine cycles end, for a budget of ``steps``."""
-    ends, total = [], 0
-    for period in psnr_periods(steps):
-        total += period
-        ends.append(total)
-    return ends
+    return list(itertools.accumulate(psnr_periods(steps)))
 
 
 def command(run: Run, args: argparse.Namespace) -> list[str]:
