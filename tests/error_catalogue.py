@@ -418,6 +418,13 @@ simple(
     setting(("train.schedule", {"type": "multistep", "restarts": [10], "restart_weights": [1, 1]})),
 )
 simple(
+    "config-cosine-period-zero",
+    "config",
+    "A cosine period of zero steps (it would train at `eta_min` throughout).",
+    "train.schedule.periods.1: input should be greater than 0, got 0",
+    setting(("train.schedule", {"type": "cosine", "periods": [100, 0]})),
+)
+simple(
     "config-fp16-on-cpu",
     "config",
     "fp16 training on a machine without a CUDA GPU.",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, Field, PositiveInt, ValidationError, create_model
 
 from srkit.errors import ConfigError, closest
 from srkit.losses.base import StrictModel, loss_entries
@@ -150,7 +150,9 @@ class CosineSchedule(_ScheduleBase):
     """Cosine annealing with restarts: one cosine period after another."""
 
     type: Literal["cosine"] = "cosine"
-    periods: list[int] = Field(description="Length in steps of each cosine period.")
+    periods: list[PositiveInt] = Field(
+        min_length=1, description="Length in steps of each cosine period (at least one)."
+    )
     restart_weights: list[float] = Field(
         default_factory=list,
         description="Peak-lr multiplier of each period; default 1 for every period.",
