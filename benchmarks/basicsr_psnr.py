@@ -20,6 +20,7 @@ The weights land in ``<root>/experiments/<name>/models/net_g_<iterations>.pth`` 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -101,6 +102,53 @@ def basicsr_options(recipe: dict, dataset: Path, iterations: int, name: str) -> 
     }
 
 
+def keep_schedule_on_resume(scheduler_class: type) -> None:
+    """Make BasicSR's cosine scheduler keep the options' periods when it resumes.
+
+    BasicSR stores the whole scheduler (periods and restart weights included) in its training
+    states, and loading one overwrites the schedule built from the options. A recipe that was
+    extended by more cycles (srkit resumes such a run with the new schedule) would then run out
+    of periods at the old end. The loaded state may only be a prefix of the new schedule: the
+    steps already taken had the same learning rates either way.
+    """
+    load_state_dict = scheduler_class.load_state_dict
+
+    def load_keeping_schedule(scheduler, state: dict) -> None:
+        periods, weights = list(scheduler.periods), list(scheduler.restart_weights)
+        old_periods, old_weights = list(state["periods"]), list(state["restart_weights"])
+        count = len(old_periods)
+        if periods[:count] != old_periods or weights[:count] != old_weights:
+            raise SystemExit(
+                f"BasicSR state has cosine periods {old_periods} (weights {old_weights}); "
+                f"the recipe's {periods} (weights {weights}) do not start with them"
+            )
+        load_state_dict(scheduler, state)
+        scheduler.periods, scheduler.restart_weights = periods, weights
+        scheduler.cumulative_period = [sum(periods[: i + 1]) for i in range(len(periods))]
+
+    scheduler_class.load_state_dict = load_keeping_schedule
+
+
+def load_resume_state_on_cpu(basicsr_train, opt: dict) -> dict | None:
+    """BasicSR's ``load_resume_state`` for ``--auto_resume`` on a machine without CUDA.
+
+    BasicSR 1.4.2 maps a training state onto the current CUDA device and fails without one.
+    This loads the newest state in the run's ``training_states`` onto the CPU instead, and
+    otherwise does what BasicSR does (records the path, points the network at its weights).
+    """
+    import torch
+
+    state_dir = Path("experiments") / opt["name"] / "training_states"
+    states = sorted(state_dir.glob("*.state"), key=lambda path: int(path.stem))
+    if not (opt["auto_resume"] and states):
+        return None
+    opt["path"]["resume_state"] = str(states[-1])
+    # BasicSR's own pickled training state (optimizer and scheduler objects' dicts).
+    state = torch.load(states[-1], map_location="cpu", weights_only=False)
+    basicsr_train.check_resume(opt, state["iter"])
+    return state
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("configs/rrdb_psnr_x4.yml"))
@@ -124,13 +172,17 @@ def main() -> None:
 
     # BasicSR 1.4.2 imports rgb_to_grayscale from a module torchvision 0.17 removed.
     sys.modules.setdefault("torchvision.transforms.functional_tensor", functional)
-    from basicsr.train import train_pipeline
+    from basicsr import train as basicsr_train
+    from basicsr.models import lr_scheduler
+
+    keep_schedule_on_resume(lr_scheduler.CosineAnnealingRestartLR)
+    basicsr_train.load_resume_state = functools.partial(load_resume_state_on_cpu, basicsr_train)
 
     # train_pipeline reads its options file from the command line; --auto_resume continues an
     # interrupted run from BasicSR's own training states.
     sys.argv = [sys.argv[0], "-opt", str(option_file), "--auto_resume"]
     os.chdir(args.root)
-    train_pipeline(str(args.root))
+    basicsr_train.train_pipeline(str(args.root))
 
 
 if __name__ == "__main__":
