@@ -14,7 +14,7 @@ The weights land in ``<root>/experiments/<name>/models/net_g_<iterations>.pth`` 
 ``params_ema``); srkit reads that file directly (``srkit validate`` prefers ``params_ema``).
 
     /tmp/basicsr-venv/bin/python benchmarks/basicsr_psnr.py --config configs/rrdb_psnr_x4.yml \\
-        --dataset data/photos --root /tmp/basicsr_run --iterations 7500
+        --dataset data/photos --root /tmp/basicsr_run --iterations 12000
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ The configs are the shipped ones in ``configs/``; this script only overrides pat
 
     python benchmarks/quality.py --photos /tmp/photos --work /tmp/quality \\
         --vgg16 /tmp/vgg16.pth --lpips-lin /tmp/vgg16.pth.lpips-lin.pth \\
-        --psnr-steps 7500 --start-steps 600 300 --gan-steps 300 --spsr-gan-steps 200 \\
+        --psnr-steps 12000 --start-steps 600 300 --gan-steps 300 --spsr-gan-steps 200 \\
         --basicsr-python /tmp/basicsr-venv/bin/python --sheet /tmp/quality/sheet.png
 """
 
@@ -337,7 +337,7 @@ def main() -> None:
     parser.add_argument(
         "--lpips-lin", type=Path, default=Path("/tmp/vgg16.pth.lpips-lin.pth"), help="LPIPS v0.1"
     )
-    parser.add_argument("--psnr-steps", type=int, default=7500, help="RRDB PSNR recipe")
+    parser.add_argument("--psnr-steps", type=int, default=12000, help="RRDB PSNR recipe")
     parser.add_argument(
         "--basicsr-steps",
         type=int,

@@ -65,7 +65,7 @@ def test_every_run_is_a_shipped_config_with_its_start_and_budget(tmp_path):
         if run.basicsr:
             # BasicSR runs the whole recipe, with the same (scaled) periods as srkit.
             assert command[command.index("--iterations") + 1] == "30"
-            assert command[command.index("--periods") + 1 :] == ["6", "6", "18"]
+            assert command[command.index("--periods") + 1 :] == ["4", "4", "11", "11"]
             continue
         sets = [command[i + 1] for i, item in enumerate(command) if item == "--set"]
         config = load_config(Path(command[4]), sets)
@@ -73,9 +73,9 @@ def test_every_run_is_a_shipped_config_with_its_start_and_budget(tmp_path):
         assert config.output_dir == tmp_path / "runs"
         assert config.data.train.lr == tmp_path / "dataset/train/lr_x4"
         if name == "rrdb_psnr_x4":
-            # The shipped recipe's 1500 / 1500 / 4500 cycles scaled to 30 steps.
-            assert config.train.schedule.periods == [6, 6, 18]
-            assert config.train.schedule.restart_weights == [1.0, 0.3, 0.3]
+            # The shipped recipe's 1500 / 1500 / 4500 / 4500 cycles scaled to 30 steps.
+            assert config.train.schedule.periods == [4, 4, 11, 11]
+            assert config.train.schedule.restart_weights == [1.0, 0.3, 0.3, 0.3]
         init = config.networks["generator"].init
         if name in starts:
             start, steps = starts[name]
@@ -149,8 +149,8 @@ def test_evaluation_l1_readout_and_sheet_on_tiny_runs(make_config, tmp_path, cap
 
 def test_srkit_and_basicsr_are_compared_at_each_cycle_end(make_config, tmp_path, monkeypatch):
     """With BasicSR in the plan, both runs' checkpoints at the end of every cosine cycle of the
-    PSNR recipe are evaluated side by side (the scaled 1500/1500/4500 cycles of 10 steps end at
-    2, 4 and 10), each row loading its own run's weights."""
+    PSNR recipe are evaluated side by side (the scaled 1500/1500/4500/4500 cycles of 16 steps end
+    at 2, 4, 10 and 16), each row loading its own run's weights."""
     import torch
     from safetensors.torch import load_file
 
@@ -160,7 +160,7 @@ def test_srkit_and_basicsr_are_compared_at_each_cycle_end(make_config, tmp_path,
         make_config,
         work,
         "rrdb_psnr_x4",
-        train__iterations=10,
+        train__iterations=16,
         train__ema={"decay": 0.9},
         logging__checkpoint_every=2,
         logging__keep_checkpoints=10,
@@ -169,14 +169,14 @@ def test_srkit_and_basicsr_are_compared_at_each_cycle_end(make_config, tmp_path,
     # weights at the same step with the last conv's bias moved, so every row is distinct.
     models = work / "basicsr/experiments/rrdb_psnr_x4_basicsr/models"
     models.mkdir(parents=True)
-    for step in (2, 4, 6, 8, 10):
+    for step in range(2, 17, 2):
         checkpoint = work / f"runs/rrdb_psnr_x4/checkpoints/step_{step:08d}"
         weights = load_file(checkpoint / "generator_ema.safetensors")
         weights["conv_last.bias"] = weights["conv_last.bias"] + 0.01 * step
         torch.save({"params": weights, "params_ema": weights}, models / f"net_g_{step}.pth")
-    runs = [quality.Run("rrdb_psnr_x4", 10), quality.Run("rrdb_psnr_x4_basicsr", 10, basicsr=True)]
+    runs = [quality.Run("rrdb_psnr_x4", 16), quality.Run("rrdb_psnr_x4_basicsr", 16, basicsr=True)]
     args = argparse.Namespace(
-        work=work, psnr_steps=10, lpips_lin=None, vgg16=None, sheet=None, basicsr_steps=None
+        work=work, psnr_steps=16, lpips_lin=None, vgg16=None, sheet=None, basicsr_steps=None
     )
     monkeypatch.setattr("srkit.metrics.lpips.load_lpips", lambda *a, **k: None)
     results = dict(quality.evaluate(runs, args))
@@ -187,6 +187,8 @@ def test_srkit_and_basicsr_are_compared_at_each_cycle_end(make_config, tmp_path,
         "rrdb_psnr_x4_basicsr@2",
         "rrdb_psnr_x4@4",
         "rrdb_psnr_x4_basicsr@4",
+        "rrdb_psnr_x4@10",
+        "rrdb_psnr_x4_basicsr@10",
         "rrdb_psnr_x4_basicsr",
     ]
     # Each row is its own checkpoint: no two srkit/BasicSR rows score the same.
