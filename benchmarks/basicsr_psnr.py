@@ -108,8 +108,9 @@ def keep_schedule_on_resume(scheduler_class: type) -> None:
     BasicSR stores the whole scheduler (periods and restart weights included) in its training
     states, and loading one overwrites the schedule built from the options. A recipe that was
     extended by more cycles (srkit resumes such a run with the new schedule) would then run out
-    of periods at the old end. The loaded state may only be a prefix of the new schedule: the
-    steps already taken had the same learning rates either way.
+    of periods at the old end. The stored periods and weights must be the first ones of the
+    options' (the steps already taken then had the same learning rates either way); anything
+    else stops the run with one line.
     """
     load_state_dict = scheduler_class.load_state_dict
 
@@ -179,7 +180,7 @@ def main() -> None:
     basicsr_train.load_resume_state = functools.partial(load_resume_state_on_cpu, basicsr_train)
 
     # train_pipeline reads its options file from the command line; --auto_resume continues an
-    # interrupted run from BasicSR's own training states.
+    # interrupted run (or one whose recipe gained cycles) from BasicSR's own training states.
     sys.argv = [sys.argv[0], "-opt", str(option_file), "--auto_resume"]
     os.chdir(args.root)
     basicsr_train.train_pipeline(str(args.root))
