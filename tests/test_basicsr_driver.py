@@ -3,7 +3,6 @@ its new cosine periods when BasicSR resumes, and training states load onto the C
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 import types
@@ -12,16 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from repo_scripts import load_script
 
 
 def _load_driver():
-    spec = importlib.util.spec_from_file_location(
-        "basicsr_psnr", REPO / "benchmarks" / "basicsr_psnr.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/basicsr_psnr.py", "basicsr_psnr")
 
 
 class CosineRestarts(torch.optim.lr_scheduler.LRScheduler):

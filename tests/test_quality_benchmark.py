@@ -4,26 +4,19 @@ step-0/end L1 read-out and image sheet work on tiny runs (so a rename cannot bre
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from repo_scripts import load_script
 from srkit.config import load_config, validate_config
 from srkit.data.io import read_rgb
 from srkit.train.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _load_quality():
-    spec = importlib.util.spec_from_file_location("quality", REPO / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["quality"] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/quality.py", "quality")
 
 
 def _args(work: Path) -> argparse.Namespace:

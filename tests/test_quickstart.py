@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from repo_scripts import load_script
 from srkit.config import load_config, validate_config
 from srkit.train.trainer import Trainer
 
@@ -14,12 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_report():
-    spec = importlib.util.spec_from_file_location(
-        "report", REPO / "scripts" / "quickstart_report.py"
-    )
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
-    return report
+    return load_script("scripts/quickstart_report.py", "report")
 
 
 def test_quickstart_report_runs_on_a_tiny_run(make_config, image_folders, tmp_path, capsys):
