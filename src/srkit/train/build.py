@@ -7,9 +7,12 @@ exist, which loss terms name which discriminator); the trainer receives plain co
 from __future__ import annotations
 
 import logging
+import os
+import random
 import zlib
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +27,38 @@ from srkit.weights import load_state, read_weights, resolve_weights_file
 log = logging.getLogger("srkit.train")
 
 _INIT_TAG = 0x494E4954  # "INIT": keeps weight-init seeds apart from the data seeds
+
+
+def select_device(choice: str) -> torch.device:
+    """The device of ``train.device`` (``auto``: CUDA when there is one)."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda requested but no CUDA device is available")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def find_hooks(module: nn.Module, hook: str) -> list[Any]:
+    """Bound ``hook`` methods of every submodule that defines one (the generic network hooks:
+    ``set_training_step(step)``, ``training_stats() -> dict`` and ``training_pictures() ->
+    dict``, see docs/architecture.md)."""
+    found = []
+    for submodule in module.modules():
+        function = getattr(submodule, hook, None)
+        if callable(function):
+            found.append(function)
+    return found
 
 
 def network_arguments(network_config: Any, scale: int) -> dict[str, Any]:
@@ -128,6 +163,17 @@ def check_unpaired(term: LossTerm, index: int) -> None:
                 "feed discriminators; remove the term, use lr_feature, or compare at LR scale "
                 "(e.g. input: grad(down(sr)), target: grad(lr))"
             )
+
+
+def build_lpips(config: Any, device: torch.device) -> nn.Module | None:
+    """LPIPS for validation when ``data.val.lpips`` is set (a missing file: an error now, not
+    mid-run)."""
+    val = config.data.val
+    if val is None or val.lpips is None:
+        return None
+    from srkit.metrics.lpips import load_lpips
+
+    return load_lpips(val.lpips.lin, val.lpips.vgg, key="data.val.lpips").to(device)
 
 
 def build_train_dataset(config: Any) -> Any:

@@ -96,62 +96,83 @@ def save_checkpoint(
             after_file(step, files_done)
 
     try:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir()
-        except OSError as error:
-            raise CheckpointWriteError(
-                describe_write_failure(staging, error), staging, error_number(error)
-            ) from error
-        files: list[str] = []
-        weights_sha256 = {}
-        for name, module in networks.items():
-            file = f"{name}.safetensors"
-            _write_file(
-                staging / file, lambda path, m=module: save_weights(path, m, {"step": str(step)})
-            )
-            files.append(file)
-            weights_sha256[file] = file_sha256(staging / file)
-            done()
-        payload = _serialise({**training_state, "weights_sha256": weights_sha256})
-        _write_file(staging / STATE_FILE, lambda path: atomic_write_bytes(path, payload))
-        files.append(STATE_FILE)
-        digests = {**weights_sha256, STATE_FILE: hashlib.sha256(payload).hexdigest()}
-        payload = b""  # free it before the manifest and the rename
-        done()
-        manifest = {
-            "step": step,
-            "files": {
-                name: {"sha256": digests[name], "bytes": (staging / name).stat().st_size}
-                for name in files
-            },
-        }
-        text = json.dumps(manifest, indent=1)
-        _write_file(staging / MANIFEST_FILE, lambda path: atomic_write_bytes(path, text.encode()))
-        done()
-        try:
-            if final.exists():  # re-saving a step (resumed from an older one): replace it whole
-                old = final.with_name(final.name + ".old")
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(final, old)
-                os.replace(staging, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, final)
-            fsync_directory(root)
-        except OSError as error:
-            raise CheckpointWriteError(
-                describe_write_failure(final, error), final, error_number(error)
-            ) from error
+        _make_staging_folder(root, staging)
+        _write_files(staging, step, networks, training_state, done)
+        _publish(root, staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     done()
     prune_checkpoints(root, keep)
     return final
+
+
+def _make_staging_folder(root: Path, staging: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+    except OSError as error:
+        raise CheckpointWriteError(
+            describe_write_failure(staging, error), staging, error_number(error)
+        ) from error
+
+
+def _write_files(
+    staging: Path,
+    step: int,
+    networks: dict[str, nn.Module],
+    training_state: dict[str, Any],
+    done: Callable[[], None],
+) -> None:
+    """The weight files, the training state and last the manifest, each fsynced."""
+    files: list[str] = []
+    weights_sha256 = {}
+    for name, module in networks.items():
+        file = f"{name}.safetensors"
+        _write_file(
+            staging / file, lambda path, m=module: save_weights(path, m, {"step": str(step)})
+        )
+        files.append(file)
+        weights_sha256[file] = file_sha256(staging / file)
+        done()
+    payload = _serialise({**training_state, "weights_sha256": weights_sha256})
+    _write_file(staging / STATE_FILE, lambda path: atomic_write_bytes(path, payload))
+    files.append(STATE_FILE)
+    digests = {**weights_sha256, STATE_FILE: hashlib.sha256(payload).hexdigest()}
+    payload = b""  # free it before the manifest and the rename
+    done()
+    manifest = {
+        "step": step,
+        "files": {
+            name: {"sha256": digests[name], "bytes": (staging / name).stat().st_size}
+            for name in files
+        },
+    }
+    text = json.dumps(manifest, indent=1)
+    _write_file(staging / MANIFEST_FILE, lambda path: atomic_write_bytes(path, text.encode()))
+    done()
+
+
+def _publish(root: Path, staging: Path, final: Path) -> None:
+    """Rename the complete staging folder to its final name (replacing a checkpoint of the
+    same step whole, when a resumed run saves a step again)."""
+    try:
+        if final.exists():
+            old = final.with_name(final.name + ".old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+            os.replace(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+        fsync_directory(root)
+    except OSError as error:
+        raise CheckpointWriteError(
+            describe_write_failure(final, error), final, error_number(error)
+        ) from error
 
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:

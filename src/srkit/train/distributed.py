@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from srkit.errors import ConfigError
 
@@ -148,3 +149,38 @@ def launch_processes(nproc: int, srkit_arguments: Sequence[str]) -> int:
         )
         return code if 0 < code < 256 else 1
     return 0
+
+
+def wrap_for_training(
+    module: nn.Module, group: ProcessGroup, device: torch.device, compile_it: bool
+) -> nn.Module:
+    """A trained network as the step calls it: DDP around it when distributed, then
+    torch.compile around that (the order PyTorch recommends: the compiler sees DDP's bucket
+    boundaries and can overlap gradient communication with the backward)."""
+    wrapped = module
+    if group.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        # find_unused_parameters: a network may have parameters a config does not use
+        # (e.g. an output branch without a loss term, or parameters train_only holds back);
+        # DDP must not wait for their grads.
+        # gradient_as_bucket_view: gradients live in the communication buckets, no copy.
+        wrapped = DistributedDataParallel(
+            wrapped,
+            device_ids=ids,
+            find_unused_parameters=True,
+            gradient_as_bucket_view=True,
+        )
+    if compile_it:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def any_process(flag: bool, group: ProcessGroup, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any process (the flag itself in a single process)."""
+    if not group.distributed:
+        return flag
+    tensor = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())

@@ -7,10 +7,8 @@ it; every policy lives here.
   progress and write a checkpoint at that step; a second one exits at once. Exiting at once
   cannot corrupt anything, because every checkpoint is staged in ``step_N.tmp`` and renamed
   whole (see :mod:`srkit.train.checkpoint`), and every other file is written atomically.
-* :class:`NonFiniteGuard`: the ``train.nan_policy`` decision when a loss term (or a gradient)
-  of a step is NaN/Inf: ``abort`` writes a debug bundle and stops with the last good
-  checkpoint intact; ``skip`` drops the step (no optimizer updates at all) and stops after
-  ``train.nan_skip_limit`` consecutive skipped steps.
+* :class:`DivergedError`: what stops a run whose losses turned NaN/Inf (the policy itself,
+  ``train.nan_policy``, is in :mod:`srkit.train.nonfinite`).
 * :func:`describe_write_failure`: the one line for a failed write, naming the path and the free
   space there.
 * :class:`TestHooks`: fault injection for the test suite, read once from environment variables
@@ -20,7 +18,6 @@ it; every policy lives here.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -28,14 +25,12 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from srkit.errors import SrkitError
-from srkit.fsutil import atomic_write
 
 log = logging.getLogger("srkit.train")
 
@@ -206,100 +201,6 @@ def ignore_interrupts_in_worker(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-# --------------------------------------------------------------------------- NaN / Inf
-
-
-@dataclass
-class NonFiniteGuard:
-    """``train.nan_policy`` and its counters (saved with the training state)."""
-
-    policy: str = "abort"
-    skip_limit: int = 10
-    consecutive: int = 0
-    skipped_total: int = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"consecutive": self.consecutive, "skipped_total": self.skipped_total}
-
-    def load_state_dict(self, state: dict[str, int] | None) -> None:
-        state = state or {}
-        self.consecutive = int(state.get("consecutive", 0))
-        self.skipped_total = int(state.get("skipped_total", 0))
-
-    def step_ok(self) -> None:
-        self.consecutive = 0
-
-
-def nonfinite_values(
-    values: dict[str, torch.Tensor], networks: dict[str, str]
-) -> list[tuple[str, str, float]]:
-    """(key, network, value) of every non-finite scalar among ``values`` (slow path only)."""
-    found = []
-    for key, value in values.items():
-        number = float(value.detach().float().reshape(-1)[0]) if value.numel() else 0.0
-        if not torch.isfinite(value.detach()).all():
-            found.append((key, networks.get(key, "?"), number))
-    # Name the cause, not its consequences: a NaN term makes the sum and the gradients NaN.
-    losses = [item for item in found if not item[0].startswith("grad_norm/")]
-    terms = [item for item in losses if not item[0].endswith("/total")]
-    return terms or losses or found
-
-
-def describe_nonfinite(bad: list[tuple[str, str, float]], step: int) -> str:
-    """'loss g/pixel = nan (generator), d/gan = inf (discriminator) at step 7'."""
-    parts = [f"{key} = {value} ({network})" for key, network, value in bad]
-    kinds = {"gradient" if key.startswith("grad_norm/") else "loss" for key, _, _ in bad}
-    what = " and ".join(sorted(kinds, reverse=True))
-    return f"non-finite {what} at step {step}: {', '.join(parts)}"
-
-
-def write_debug_bundle(
-    folder: Path,
-    step: int,
-    batch: dict[str, Any],
-    losses: dict[str, float],
-    bad: list[tuple[str, str, float]],
-    config_text: str,
-    extra: dict[str, Any],
-) -> Path | None:
-    """Write what is needed to investigate a non-finite step: the batch's file names, the
-    losses, the config, and statistics of the input tensors. Returns None if it could not be
-    written (a full disk must not hide the real problem)."""
-
-    def tensor_stats(value: Any) -> Any:
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            return None
-        value = value.detach().float()
-        finite = torch.isfinite(value)
-        return {
-            "shape": list(value.shape),
-            "non_finite": int((~finite).sum()),
-            "min": float(value[finite].min()) if finite.any() else None,
-            "max": float(value[finite].max()) if finite.any() else None,
-        }
-
-    report = {
-        "step": step,
-        "non_finite": [{"key": k, "network": n, "value": str(v)} for k, n, v in bad],
-        "losses": {k: str(v) if v != v or abs(v) == float("inf") else v for k, v in losses.items()},
-        "batch_names": list(batch.get("name", [])),
-        "batch_tensors": {
-            k: s for k, s in ((k, tensor_stats(v)) for k, v in batch.items()) if s is not None
-        },
-        **extra,
-    }
-    try:
-        atomic_write(
-            folder / "report.json",
-            lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"),
-        )
-        atomic_write(folder / "config.yml", lambda tmp: tmp.write_text(config_text, "utf-8"))
-    except OSError as error:
-        log.warning("debug bundle not written: %s", describe_write_failure(folder, error))
-        return None
-    return folder
-
-
 # --------------------------------------------------------------------------- test hooks
 
 NAN_HOOK = "SRKIT_TEST_HOOK_NAN"
@@ -326,7 +227,9 @@ class TestHooks:
         if environ.get(NAN_HOOK):
             match = re.fullmatch(r"([gd]/[\w.-]+)@(\d+)(-?)", environ[NAN_HOOK].strip())
             if not match:
-                raise ValueError(f"{NAN_HOOK}: expected e.g. 'g/pixel@7', got {environ[NAN_HOOK]}")
+                raise ValueError(
+                    f"{NAN_HOOK}: expected '<g or d>/<loss term>@<step>[-]', got {environ[NAN_HOOK]}"
+                )
             self.nan = (match.group(1), int(match.group(2)), bool(match.group(3)))
         if environ.get(KILL_HOOK):
             step, files = environ[KILL_HOOK].split(":")
