@@ -269,6 +269,26 @@ def test_damaged_weights_say_how(tmp_path, kind, suffix, make, looks):
     assert str(caught.value).startswith(f"cannot read weights file '{path}': it is {looks}")
 
 
+def test_an_architecture_record_out_of_range_names_the_file(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    save_weights(tmp_path / "g.safetensors", _rrdb())
+    arch = {"type": "rrdb", "scale": 2, "nf": -8, "nb": 2, "gc": 4}
+    save_file(
+        load_file(tmp_path / "g.safetensors"),
+        tmp_path / "bad.safetensors",
+        metadata={"srkit_arch": json.dumps(arch)},
+    )
+    with pytest.raises(CheckpointError) as caught:
+        srkit.load_model(tmp_path / "bad.safetensors")
+    assert str(caught.value) == (
+        f"'{tmp_path / 'bad.safetensors'}': its architecture record does not fit this srkit "
+        "(rrdb: nf: must be greater than 0, got -8)"
+    )
+
+
 def test_safetensors_under_another_name_loads(tmp_path):
     save_weights(tmp_path / "g.safetensors", _rrdb())
     renamed = tmp_path / "g.pth"

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from srkit.errors import CheckpointError
+from srkit.errors import CheckpointError, ConfigError
 from srkit.fsutil import atomic_write
 from srkit.nets.convert import unwrap_state_dict
 
@@ -328,7 +328,7 @@ def load_network(
         raise CheckpointError(f"'{file}': {error}") from None
     try:
         module = build_network(arch_type, **arguments)
-    except TypeError as error:  # metadata naming arguments this version does not have
+    except (TypeError, ConfigError) as error:  # arguments this version lacks or does not allow
         raise CheckpointError(
             f"'{file}': its architecture record does not fit this srkit ({error})"
         ) from None
