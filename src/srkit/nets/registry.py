@@ -152,7 +152,7 @@ def argument_problems(entry: NetworkEntry, arguments: Mapping[str, Any]) -> list
         if default is not inspect.Parameter.empty
     }
     full.update(arguments)
-    return [(name, problem) for name, problem in entry.check(full)]
+    return list(entry.check(full))
 
 
 def build_network(name: str, **kwargs: Any) -> nn.Module:
