@@ -27,6 +27,7 @@ import yaml
 from conftest import BASE_CONFIG, write_photo_like
 
 ROOT_PLACEHOLDER = "<tmp>"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -469,6 +470,116 @@ def _(ws: Path) -> list[str]:
     return ["train", str(write_config(ws, base_config(ws))), "--set", "losses.3.weight=1"]
 
 
+# Network arguments: one out-of-range value per network type, checked before anything is built.
+
+
+@case(
+    "config-network-rrdb-out-of-range",
+    "config",
+    "`srkit train configs/quickstart.yml --set networks.generator.nf=-4`: a negative width.",
+    "quickstart.yml: networks.generator.nf: input should be greater than 0, got -4",
+)
+def _(ws: Path) -> list[str]:
+    # The shipped quickstart, with its run folder moved into the workspace.
+    text = (REPO / "configs" / "quickstart.yml").read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^output_dir: .*$", f"output_dir: {ws / 'runs'}", text)
+    (ws / "quickstart.yml").write_text(text, encoding="utf-8")
+    return ["train", str(ws / "quickstart.yml"), "--set", "networks.generator.nf=-4"]
+
+
+def feature_network(network: dict[str, Any]) -> Callable[[Path], list[str]]:
+    """Setup: the base config with a frozen helper network ``features``."""
+    return train_with(lambda raw: raw["networks"].update(features=network))
+
+
+def discriminator_with(type_: str, key: str, value: Any) -> Callable[[Path], list[str]]:
+    return train_with(
+        lambda raw: (gan(raw, type_), _set(raw, f"networks.discriminator.{key}", value))
+    )
+
+
+simple(
+    "config-network-spsr-out-of-range",
+    "config",
+    "An SPSR generator with fewer than 4 trunk blocks (its gradient branch taps every nb/4).",
+    "networks.generator.nb: input should be greater than or equal to 4, got 2",
+    setting(("networks.generator", {"type": "spsr", "nf": 4, "nb": 2, "gc": 4})),
+)
+simple(
+    "config-network-srg2-out-of-range",
+    "config",
+    "An SRG2 multiplexer width that is not a multiple of 4.",
+    "networks.generator.mux_filters: input should be a multiple of 4, got 30",
+    setting(("networks.generator", {"type": "srg2", "nf": 8, "mux_filters": 30})),
+)
+simple(
+    "config-network-vgg-out-of-range",
+    "config",
+    "A VGG discriminator with a hidden layer of width 0.",
+    "networks.discriminator.hidden: input should be greater than 0, got 0",
+    discriminator_with("vgg", "hidden", 0),
+)
+simple(
+    "config-network-pixdisc-out-of-range",
+    "config",
+    "A pixel discriminator of width 0.",
+    "networks.discriminator.nf: input should be greater than 0, got 0",
+    discriminator_with("pixdisc", "nf", 0),
+)
+simple(
+    "config-network-unet-out-of-range",
+    "config",
+    "A u-net discriminator output reduction it does not offer.",
+    "networks.discriminator.reduction: expected one of 1, 2 or 4, got 3",
+    discriminator_with("unet", "reduction", 3),
+)
+simple(
+    "config-network-switched-out-of-range",
+    "config",
+    "A switched discriminator whose temperature starts below 1 (it anneals down to 1).",
+    "networks.discriminator.temperature: input should be greater than or equal to 1, got 0.5",
+    discriminator_with("switched", "temperature", 0.5),
+)
+simple(
+    "config-network-featurenet-out-of-range",
+    "config",
+    "A feature net predicting a layer its VGG layout does not have (VGG16 has no relu3_4).",
+    "networks.features.layer: 'relu3_4' is not a vgg16 layer (did you mean 'relu3_3'?)",
+    feature_network({"type": "featurenet", "arch": "vgg16", "layer": "relu3_4"}),
+    mask=(r"(?<=; valid: ).*$",),
+)
+simple(
+    "config-network-vgg19_features-out-of-range",
+    "config",
+    "A VGG19 feature layer that does not exist.",
+    "networks.features.layer: 'conv6_1' is not a vgg19 layer",
+    feature_network({"type": "vgg19_features", "layer": "conv6_1"}),
+    mask=(r"(?<=; valid: ).*$",),
+)
+simple(
+    "config-network-vgg16_features-out-of-range",
+    "config",
+    "A VGG19 layer name on a VGG16 feature network.",
+    "networks.features.layer: 'conv5_4' is not a vgg16 layer (did you mean 'conv5_3'?)",
+    feature_network({"type": "vgg16_features", "layer": "conv5_4"}),
+    mask=(r"(?<=; valid: ).*$",),
+)
+simple(
+    "config-network-scale-unsupported",
+    "config",
+    "A scale the generator cannot upscale by (its upsampler doubles).",
+    "scale: 3 is not supported by networks.generator (rrdb supports 1, 2, 4, 8)",
+    setting(("scale", 3), ("data.train.patch_size", 48)),
+)
+simple(
+    "config-network-arguments-conflict",
+    "config",
+    "Network arguments that do not go together (RRDB's pixel-unshuffle layout at scale 4).",
+    "networks.generator.pixel_unshuffle: true needs scale 1 or 2, not 4",
+    setting(("scale", 4), ("networks.generator.pixel_unshuffle", True)),
+)
+
+
 # Data ------------------------------------------------------------------------------------
 
 
@@ -712,8 +823,9 @@ def _(ws: Path) -> list[str]:
     "checkpoint-init-truncated",
     "checkpoint",
     "`networks.generator.init` is a truncated .safetensors file.",
-    "networks.generator.init: cannot read weights file '<tmp>/weights/generator.safetensors'",
-    mask=(r"(?<=generator\.safetensors': ).*$",),
+    "networks.generator.init: cannot read weights file '<tmp>/weights/generator.safetensors': "
+    "it is a safetensors file cut short",
+    mask=(r"\d+(?= bytes)",),
 )
 def _(ws: Path) -> list[str]:
     weights = weights_copy(ws)
@@ -726,9 +838,9 @@ def _(ws: Path) -> list[str]:
 @case(
     "checkpoint-init-not-weights",
     "checkpoint",
-    "`networks.generator.init` is not a weights file at all.",
-    "networks.generator.init: cannot read weights file '<tmp>/weights/model.pth'",
-    mask=(r"(?<=model\.pth': ).*$",),
+    "`networks.generator.init` is not a weights file at all (a text file).",
+    "networks.generator.init: '<tmp>/weights/model.pth' is not a weights file: it is text, "
+    "starting 'these are not weights'; expected a .safetensors file",
 )
 def _(ws: Path) -> list[str]:
     path = ws / "weights" / "model.pth"
@@ -803,6 +915,43 @@ def _(ws: Path) -> list[str]:
 )
 def _(ws: Path) -> list[str]:
     return ["info", str(foreign_pickle(ws))]
+
+
+@case(
+    "checkpoint-info-image",
+    "checkpoint",
+    "`srkit info` on a photo instead of a weights file.",
+    "'<tmp>/photo.png' is not a weights file: it is a PNG image; expected a .safetensors file, "
+    "a PyTorch state dict (.pth, .pt, .ckpt, .bin) or an srkit checkpoint folder",
+)
+def _(ws: Path) -> list[str]:
+    write_photo_like(ws / "photo.png", (32, 32), seed=0)
+    return ["info", str(ws / "photo.png")]
+
+
+@case(
+    "checkpoint-upscale-image-as-model",
+    "checkpoint",
+    "`srkit upscale` with the photo where the model goes.",
+    "'<tmp>/photo.png' is not a weights file: it is a PNG image; expected a .safetensors file, "
+    "a PyTorch state dict (.pth, .pt, .ckpt, .bin) or an srkit checkpoint folder (the model "
+    "comes first: srkit upscale MODEL INPUT... -o OUTPUT)",
+)
+def _(ws: Path) -> list[str]:
+    write_photo_like(ws / "photo.png", (32, 32), seed=0)
+    return ["upscale", str(ws / "photo.png"), str(ws / "photo.png"), "-o", str(ws / "out")]
+
+
+@case(
+    "checkpoint-export-not-weights",
+    "checkpoint",
+    "`srkit export` on a file that is not weights (an HTML page saved from a download link).",
+    "'<tmp>/model.pth' is not a weights file: it is an HTML page (a download link that "
+    "returned a web page?)",
+)
+def _(ws: Path) -> list[str]:
+    (ws / "model.pth").write_text("<!DOCTYPE html>\n<html><head><title>Model</title></head></html>")
+    return ["export", str(ws / "model.pth"), "--safetensors", str(ws / "out.safetensors")]
 
 
 # Command line ---------------------------------------------------------------------------

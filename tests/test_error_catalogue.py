@@ -25,6 +25,15 @@ def test_catalogue_is_complete_and_documented(documented):
     assert sorted(documented) == sorted(c.id for c in CASES), STALE
 
 
+def test_every_network_type_has_an_out_of_range_case():
+    """Each registered network type (those added later too) shows its one-line range error."""
+    from srkit.nets.registry import network_names
+
+    ids = {c.id for c in CASES}
+    missing = [n for n in network_names() if f"config-network-{n}-out-of-range" not in ids]
+    assert not missing, f"add a config-network-<type>-out-of-range case for: {missing}"
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_user_error(case, tmp_path, documented):
     reason = case.skip()

@@ -356,7 +356,7 @@ def test_cli_expands_globs_itself(workspace):
     [
         ("missing_input", "does not exist"),
         ("empty_glob", "matches no image"),
-        ("bad_model", "cannot read weights file"),
+        ("bad_model", "is not a weights file: it is text"),
         ("missing_model", "does not exist"),
         ("output_is_file", "is a file"),
         ("collision", "would both be written"),

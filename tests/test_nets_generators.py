@@ -92,7 +92,7 @@ def test_scale_one_and_eight(name, scale):
 
 @pytest.mark.parametrize("name", ["rrdb", "spsr", "srg2"])
 def test_unsupported_scale_is_a_config_error(name):
-    with pytest.raises(ConfigError, match="scale must be one of 1, 2, 4, 8"):
+    with pytest.raises(ConfigError, match="scale: must be one of 1, 2, 4, 8, got 3"):
         build_network(name, scale=3, **SMALL[name])
 
 

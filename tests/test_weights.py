@@ -161,13 +161,146 @@ def test_a_truncated_file_gives_one_line(tmp_path, suffix):
         srkit.load_model(cut)
     message = str(caught.value)
     assert str(cut) in message and "\n" not in message and len(message) < 400
+    assert f"cannot read weights file '{cut}': it is a " in message
+    assert "cut short" in message
+
+
+def _zip_of(path: Path, names: list[str]) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in names:
+            archive.writestr(name, "x")
+
+
+def _legacy_pickle(path: Path) -> None:
+    torch.save(_rrdb().state_dict(), path, _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def _photo(path: Path, suffix: str) -> None:
+    from PIL import Image
+
+    image = Image.new("RGB", (16, 16), (200, 10, 10))
+    image.save(path.with_suffix(suffix))
+    path.write_bytes(path.with_suffix(suffix).read_bytes())
+
+
+NOT_WEIGHTS = [
+    ("png", lambda p: _photo(p, ".png"), "it is a PNG image"),
+    ("jpeg", lambda p: _photo(p, ".jpg"), "it is a JPEG image"),
+    ("webp", lambda p: _photo(p, ".webp"), "it is a WebP image"),
+    ("bmp", lambda p: _photo(p, ".bmp"), "it is a BMP image"),
+    ("tiff", lambda p: _photo(p, ".tif"), "it is a TIFF image"),
+    (
+        "text",
+        lambda p: p.write_text("\n  model: rrdb\nnf: 64\n"),
+        "it is text, starting 'model: rrdb'",
+    ),
+    ("html", lambda p: p.write_text("<!DOCTYPE html><html>Not Found</html>"), "it is an HTML page"),
+    (
+        "lfs",
+        lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\n"),
+        "it is a Git LFS pointer",
+    ),
+    (
+        "gzip",
+        lambda p: p.write_bytes(__import__("gzip").compress(b"weights")),
+        "it is gzip-compressed",
+    ),
+    (
+        "zip",
+        lambda p: _zip_of(p, ["notes.txt", "b.txt"]),
+        "it is a zip archive of 2 files, e.g. 'notes.txt'",
+    ),
+    (
+        "binary",
+        lambda p: p.write_bytes(bytes(range(7, 250))),
+        "it is 243 bytes of unrecognised binary data",
+    ),
+]
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize(("kind", "make", "looks"), NOT_WEIGHTS, ids=[c[0] for c in NOT_WEIGHTS])
+def test_a_file_that_is_not_weights_says_what_it_is(tmp_path, kind, make, looks, suffix):
+    path = tmp_path / f"model{suffix}"
+    make(path)
+    with pytest.raises(CheckpointError) as caught:
+        read_weights(path)
+    message = str(caught.value)
+    assert message.startswith(f"'{path}' is not a weights file: {looks}"), message
+    assert message.endswith(
+        "expected a .safetensors file, a PyTorch state dict (.pth, .pt, "
+        ".ckpt, .bin) or an srkit checkpoint folder"
+    ), message
+    assert "\n" not in message
+
+
+DAMAGED = [
+    ("old-format pickle", ".pth", _legacy_pickle, "a pickle (PyTorch's pre-1.6 format) that"),
+    (
+        "zip",
+        ".pth",
+        lambda p: (torch.save(_rrdb().state_dict(), p), p.write_bytes(p.read_bytes()[:900])),
+        "a zip archive that is damaged or cut short",
+    ),
+    (
+        "safetensors header",
+        ".safetensors",
+        lambda p: (save_weights(p, _rrdb()), p.write_bytes(p.read_bytes()[:60])),
+        "a safetensors file cut short (its header alone needs",
+    ),
+    (
+        "safetensors data",
+        ".safetensors",
+        lambda p: (save_weights(p, _rrdb()), p.write_bytes(p.read_bytes()[:-10])),
+        "a safetensors file cut short (its header says",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "suffix", "make", "looks"), DAMAGED, ids=[c[0] for c in DAMAGED])
+def test_damaged_weights_say_how(tmp_path, kind, suffix, make, looks):
+    path = tmp_path / f"model{suffix}"
+    make(path)
+    with pytest.raises(CheckpointError) as caught:
+        read_weights(path)
+    assert str(caught.value).startswith(f"cannot read weights file '{path}': it is {looks}")
+
+
+def test_an_architecture_record_out_of_range_names_the_file(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    save_weights(tmp_path / "g.safetensors", _rrdb())
+    arch = {"type": "rrdb", "scale": 2, "nf": -8, "nb": 2, "gc": 4}
+    save_file(
+        load_file(tmp_path / "g.safetensors"),
+        tmp_path / "bad.safetensors",
+        metadata={"srkit_arch": json.dumps(arch)},
+    )
+    with pytest.raises(CheckpointError) as caught:
+        srkit.load_model(tmp_path / "bad.safetensors")
+    assert str(caught.value) == (
+        f"'{tmp_path / 'bad.safetensors'}': its architecture record does not fit this srkit "
+        "(rrdb: nf: must be greater than 0, got -8)"
+    )
+
+
+def test_safetensors_under_another_name_loads(tmp_path):
+    save_weights(tmp_path / "g.safetensors", _rrdb())
+    renamed = tmp_path / "g.pth"
+    renamed.write_bytes((tmp_path / "g.safetensors").read_bytes())
+    assert _same_outputs(srkit.load_model(renamed), _rrdb())
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         (b"", "is empty"),
-        (b"\x89PNG\r\n\x1a\n an image, not weights", "cannot read weights file"),
+        (b"\x89PNG\r\n\x1a\n an image, not weights", "is not a weights file: it is a PNG image"),
         (None, "do not match any known architecture"),
         ("wrapped", "holds no network weights"),
     ],

@@ -7,7 +7,10 @@ validation messages users see, the generated reference ``docs/config.md`` and th
 
 Network sections are derived from the registry: ``networks.<name>`` takes a ``type`` and the
 keyword arguments of that network's constructor, plus the common keys of
-:class:`NetworkBase`. Loss-term sections come from the loss registry in the same way.
+:class:`NetworkBase`. The range markers of the constructor annotations
+(:mod:`srkit.nets.constraints`) become pydantic constraints; the scales a generator supports and
+the network's own ``check`` of argument combinations are checked by :func:`check_config`.
+Loss-term sections come from the loss registry in the same way.
 
 Errors are :class:`srkit.errors.ConfigError` with one line naming the file, the full key path and
 what is wrong (with the closest valid key for typos).
@@ -18,17 +21,27 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import annotated_types
 import yaml
 from pydantic import BaseModel, Field, PositiveInt, ValidationError, create_model
+from pydantic_core import core_schema
 
 from srkit.errors import ConfigError, closest
 from srkit.losses.base import StrictModel, loss_entries
-from srkit.nets.registry import _REGISTRY, NetworkEntry
+from srkit.nets import constraints
+from srkit.nets.registry import (
+    _REGISTRY,
+    NetworkEntry,
+    argument_problems,
+    signature_of,
+    supported_scales,
+)
 
 # Constructor arguments that come from the run, not from the network's own section.
 INJECTED_ARGUMENTS = {"scale": "the top-level `scale`"}
@@ -365,18 +378,63 @@ def _docstring_arguments(doc: str) -> dict[str, str]:
 
 
 def constructor_arguments(entry: NetworkEntry) -> dict[str, tuple[Any, Any, str]]:
-    """{argument: (annotation, default or ..., description)} of a network constructor."""
-    target = entry.constructor.__init__ if inspect.isclass(entry.constructor) else entry.constructor
-    signature = inspect.signature(target)
-    hints = typing.get_type_hints(target)
+    """{argument: (annotation with its range markers, default or ..., description)}."""
     docs = _docstring_arguments(inspect.getdoc(entry.constructor) or "")
-    arguments = {}
-    for name, parameter in signature.parameters.items():
-        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
-        arguments[name] = (hints.get(name, Any), default, docs.get(name, ""))
-    return arguments
+    return {
+        name: (
+            annotation,
+            ... if default is inspect.Parameter.empty else default,
+            docs.get(name, ""),
+        )
+        for name, (annotation, default) in signature_of(entry.constructor).items()
+    }
+
+
+def _require_odd(value: int) -> int:
+    if value % 2 != 1:
+        raise ValueError("Input should be an odd number")
+    return value
+
+
+class _OddNumber:
+    """pydantic form of :data:`srkit.nets.constraints.Odd` (JSON schema: not a multiple of 2)."""
+
+    @staticmethod
+    def __get_pydantic_core_schema__(source: Any, handler: Any) -> Any:
+        return core_schema.no_info_after_validator_function(_require_odd, handler(source))
+
+    @staticmethod
+    def __get_pydantic_json_schema__(schema: Any, handler: Any) -> Any:
+        json_schema = handler(schema)
+        json_schema["not"] = {"multipleOf": 2}
+        return json_schema
+
+
+def _pydantic_constraint(marker: Any) -> Any:
+    if isinstance(marker, constraints.AtLeast):
+        return annotated_types.Ge(marker.minimum)
+    if isinstance(marker, constraints.Above):
+        return annotated_types.Gt(marker.bound)
+    if isinstance(marker, constraints.AtMost):
+        return annotated_types.Le(marker.maximum)
+    if isinstance(marker, constraints.MultipleOf):
+        return annotated_types.MultipleOf(marker.factor)
+    if marker is constraints.Odd:
+        return _OddNumber()
+    if isinstance(marker, constraints.Constraint):
+        raise TypeError(f"no pydantic form for the network argument marker {marker!r}")
+    return marker
+
+
+def _pydantic_annotation(annotation: Any) -> Any:
+    """A constructor annotation with its range markers turned into pydantic constraints."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *metadata = typing.get_args(annotation)
+        return Annotated[(_pydantic_annotation(base), *map(_pydantic_constraint, metadata))]
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_pydantic_annotation(a) for a in typing.get_args(annotation))]  # noqa: UP007
+    return annotation
 
 
 def _network_model(entry: NetworkEntry) -> type[BaseModel]:
@@ -386,10 +444,17 @@ def _network_model(entry: NetworkEntry) -> type[BaseModel]:
     for name, (annotation, default, description) in constructor_arguments(entry).items():
         if name in INJECTED_ARGUMENTS:
             continue
-        fields[name] = (annotation, Field(default, description=description))
+        fields[name] = (_pydantic_annotation(annotation), Field(default, description=description))
     class_name = "".join(p.capitalize() for p in re.split(r"[^a-zA-Z0-9]", entry.name)) + "Network"
     model = create_model(class_name, __base__=NetworkBase, **fields)
-    model.__doc__ = f"`type: {entry.name}` ({entry.role}). {entry.summary}"
+    doc = f"`type: {entry.name}` ({entry.role}). {entry.summary}"
+    scales = supported_scales(entry)
+    if scales is not None:
+        doc += f" Supported `scale`: {', '.join(map(str, scales))}."
+    rules = inspect.getdoc(entry.check) if entry.check is not None else None
+    if rules:
+        doc += " " + " ".join(rules.split())
+    model.__doc__ = doc
     return model
 
 
@@ -677,6 +742,36 @@ def trained_network_names(config: Any) -> list[str]:
     return names
 
 
+def section_arguments(section: Any, scale: int) -> dict[str, Any]:
+    """The constructor arguments a ``networks.<name>`` section stands for (with the run's scale
+    when the network takes one)."""
+    accepted = constructor_arguments(_REGISTRY[section.type])
+    arguments = {key: value for key, value in section if key in accepted}
+    if "scale" in accepted:
+        arguments["scale"] = scale
+    return arguments
+
+
+def check_network_arguments(
+    name: str, section: Any, scale: int, fail: Callable[[str], None]
+) -> None:
+    """The run's scale is one ``networks.<name>`` supports, and its arguments fit together.
+
+    (Each argument's own range was checked by pydantic; this runs the network's ``check``.)
+    """
+    entry = _REGISTRY[section.type]
+    scales = supported_scales(entry)
+    if scales is not None and scale not in scales:
+        fail(
+            f"scale: {scale} is not supported by networks.{name} ({section.type} supports "
+            f"{', '.join(map(str, scales))})"
+        )
+    for key, problem in argument_problems(entry, section_arguments(section, scale)):
+        if key in INJECTED_ARGUMENTS:  # the run's value, not a key of the section
+            fail(f"{key}: {problem} (networks.{name} is {section.type})")
+        fail(f"networks.{name}.{key}: {problem}")
+
+
 def check_config(config: Any, source: str = "<config>") -> None:
     """Checks that span several keys (pydantic checks each key alone)."""
 
@@ -693,6 +788,9 @@ def check_config(config: Any, source: str = "<config>") -> None:
         fail(
             f"networks.generator.type: '{networks['generator'].type}' is a discriminator, not a generator"
         )
+
+    for name, section in networks.items():
+        check_network_arguments(name, section, config.scale, fail)
 
     term_names = [term.log_name for term in config.losses]
     for name in term_names:

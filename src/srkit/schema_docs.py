@@ -91,13 +91,46 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value)}`"
 
 
+def _number(value: Any) -> str:
+    return json.dumps(value)
+
+
+def constraint_text(schema: dict[str, Any]) -> str:
+    """The allowed range in a field's JSON schema, in words: ``> 0``, ``≥ 4, multiple of 4``."""
+    parts = []
+    bounds = (
+        ("exclusiveMinimum", "> "),
+        ("minimum", "≥ "),
+        ("exclusiveMaximum", "< "),
+        ("maximum", "≤ "),
+        ("multipleOf", "multiple of "),
+    )
+    for key, text in bounds:
+        if key in schema:
+            parts.append(text + _number(schema[key]))
+    if schema.get("not") == {"multipleOf": 2}:
+        parts.append("odd")
+    if "minItems" in schema and "maxItems" not in schema:  # fixed lengths are in the type
+        count = schema["minItems"]
+        parts.append(f"at least {count} item{'s' if count != 1 else ''}")
+    if isinstance(schema.get("items"), dict) and (inner := constraint_text(schema["items"])):
+        parts.append(f"each {inner}")
+    for member in schema.get("anyOf", []):
+        if inner := constraint_text(member):
+            parts.append(inner)
+    return ", ".join(parts)
+
+
 def _table(model: type[BaseModel], prefix: str) -> list[str]:
     lines = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+    properties = model.model_json_schema().get("properties", {})
     for name, field in model.model_fields.items():
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
-        lines.append(
-            f"| `{prefix}{name}` | {type_name(field.annotation)} | {_default(field)} | {description} |"
-        )
+        kind = type_name(field.annotation)
+        allowed = constraint_text(properties.get(field.alias or name, {}))
+        if allowed:
+            kind += f" ({allowed})"
+        lines.append(f"| `{prefix}{name}` | {kind} | {_default(field)} | {description} |")
     return lines
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from srkit.errors import SrkitError
+from srkit.errors import CheckpointError, SrkitError
 
 log = logging.getLogger("srkit.infer")
 
@@ -225,7 +225,16 @@ def upscale_command(args: argparse.Namespace) -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     check_precision(args.precision, device)
-    model = load_model(args.model, device=device)
+    try:
+        model = load_model(args.model, device=device)
+    except CheckpointError as error:
+        from srkit.data.io import is_image_file
+
+        if is_image_file(args.model):  # the image and the model swapped on the command line
+            raise CheckpointError(
+                f"{error} (the model comes first: srkit upscale MODEL INPUT... -o OUTPUT)"
+            ) from None
+        raise
     if isinstance(args.tile, int) and args.tile > 0:
         plan_tiles(args.tile * 4, args.tile * 4, args.tile, args.overlap, tile_alignment(model))
     if args.attention_maps is not None and not _has_attention(model, device):

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from srkit.nets.constraints import AtLeast, MultipleOf, NonNegative, Positive
 from srkit.nets.registry import register_network
 from srkit.nets.switch import Switch
 
@@ -175,10 +176,10 @@ class VGGDiscriminator(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 3,
-        nf: int = 64,
+        in_channels: Annotated[int, Positive] = 3,
+        nf: Annotated[int, Positive] = 64,
         norm: Norm = "batch",
-        hidden: int = 100,
+        hidden: Annotated[int, Positive] = 100,
     ) -> None:
         super().__init__()
         _check_norm(norm)
@@ -254,7 +255,12 @@ class PixelDiscriminator(nn.Module):
     logit_channels: int = 3
     reduction: int | None = 8
 
-    def __init__(self, in_channels: int = 3, nf: int = 64, norm: Norm = "group") -> None:
+    def __init__(
+        self,
+        in_channels: Annotated[int, Positive] = 3,
+        nf: Annotated[int, Positive] = 64,
+        norm: Norm = "group",
+    ) -> None:
         super().__init__()
         _check_norm(norm)
         widths = [nf, 2 * nf, 4 * nf, 8 * nf, 8 * nf]
@@ -320,8 +326,8 @@ class UNetDiscriminator(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 3,
-        nf: int = 64,
+        in_channels: Annotated[int, Positive] = 3,
+        nf: Annotated[int, Positive] = 64,
         norm: Norm = "spectral",
         skip_connection: bool = True,
         reduction: Literal[1, 2, 4] = 1,
@@ -429,15 +435,15 @@ class SwitchedDiscriminator(PixelDiscriminator):
 
     def __init__(
         self,
-        in_channels: int = 3,
-        nf: int = 64,
+        in_channels: Annotated[int, Positive] = 3,
+        nf: Annotated[int, Positive] = 64,
         norm: Norm = "group",
-        transforms: int = 8,
-        trans_layers: int = 2,
+        transforms: Annotated[int, Positive] = 8,
+        trans_layers: Annotated[int, Positive] = 2,
         residual: bool = True,
-        mux_filters: int = 32,
-        temperature: float = 10.0,
-        temperature_final_step: int = 10000,
+        mux_filters: Annotated[int, AtLeast(4), MultipleOf(4)] = 32,
+        temperature: Annotated[float, AtLeast(1)] = 10.0,
+        temperature_final_step: Annotated[int, NonNegative] = 10000,
     ) -> None:
         super().__init__(in_channels=in_channels, nf=nf, norm=norm)
         switch = Switch(

@@ -35,6 +35,7 @@ from srkit.nets.vgg import (
     VGG_WEIGHT_SOURCE,
     VGGArch,
     _expected_feature_shapes,
+    layer_problem,
     load_vgg_weights,
     make_vgg_features,
     vgg_layer_names,
@@ -81,8 +82,18 @@ def detect_featurenet(state: Mapping[str, torch.Tensor]) -> dict[str, Any] | Non
     return None
 
 
+def check_featurenet(arguments: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`layer` must be a layer of `arch`: convB_I, reluB_I (B = 1..5) or poolB."""
+    problem = layer_problem(arguments["arch"], str(arguments["layer"]))
+    return [("layer", problem)] if problem else []
+
+
 @register_network(
-    "featurenet", role="feature", detect=detect_featurenet, weight_source=VGG_WEIGHT_SOURCE
+    "featurenet",
+    role="feature",
+    detect=detect_featurenet,
+    weight_source=VGG_WEIGHT_SOURCE,
+    check=check_featurenet,
 )
 class FeatureNet(nn.Module):
     """VGG-shaped net predicting an ImageNet VGG's features of HR images from upsampled LR ones.

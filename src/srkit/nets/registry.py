@@ -10,6 +10,18 @@ Detection: a registered network may supply ``detect(state_dict) -> kwargs | None
 recognises its own state dicts and recovers the constructor arguments, so a bare weights file is
 enough to rebuild the model (as the ecosystem's model loaders do).
 
+Ranges and rules: every argument states its meaningful values in its annotation, with the
+markers of :mod:`srkit.nets.constraints` (``nf: Annotated[int, Positive] = 64``) or as a
+``Literal[...]``; a generator's ``scale`` (injected from the run's top-level ``scale``) is a
+``Literal`` of the scales it supports. Rules that tie arguments together go into an optional
+``check(arguments) -> [(argument, problem), ...]`` passed to :func:`register_network`. It gets
+every constructor argument (defaults filled in, markers already satisfied) and returns what is
+wrong; a problem is the text after "<argument>: ", with the value and what is allowed, e.g.
+``("nf", "24 is not a multiple of 16 (transforms)")``. Config validation runs both before
+anything is built or written, so a bad value is one line naming ``networks.<name>.<argument>``;
+:func:`build_network` runs them too. ``tests/test_network_schema.py`` builds every registered
+network from its schema defaults and tries a value outside every range.
+
 Initial-weight arguments: a constructor may take arguments that only say where its *initial*
 weights come from (``pretrained``, ``weights``: a VGG copies ImageNet weights in its
 constructor). Registered as ``weight_source={"pretrained": False, ...}``, they are recorded with
@@ -21,19 +33,24 @@ This module needs torch only.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from srkit.errors import CheckpointError, unknown_name
+from srkit.errors import CheckpointError, ConfigError, unknown_name
+from srkit.nets.constraints import choices_of, value_problem
 
 Role = Literal["generator", "discriminator", "feature"]
 StateDict = Mapping[str, torch.Tensor]
 Detector = Callable[[StateDict], "dict[str, Any] | None"]
+#: Rules between arguments: all constructor arguments -> [(argument, problem), ...].
+Checker = Callable[[Mapping[str, Any]], Iterable[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,8 @@ class NetworkEntry:
     # Constructor arguments that only choose the initial weights, with the values to rebuild
     # a saved network with (its checkpoint supplies the weights).
     weight_source: Mapping[str, Any] = field(default_factory=dict)
+    # Rules that tie arguments together (see the module docstring).
+    check: Checker | None = None
 
     @property
     def summary(self) -> str:
@@ -62,17 +81,21 @@ def register_network(
     role: Role,
     detect: Detector | None = None,
     weight_source: Mapping[str, Any] | None = None,
+    check: Checker | None = None,
 ):
     """Class/function decorator adding a network constructor to the registry.
 
     ``weight_source`` maps the constructor arguments that only choose initial weights to the
-    values a checkpoint records for them (see the module docstring).
+    values a checkpoint records for them; ``check`` returns the problems of a combination of
+    arguments (see the module docstring for both).
     """
 
     def decorator(constructor):
         if name in _REGISTRY and _REGISTRY[name].constructor is not constructor:
             raise ValueError(f"network name '{name}' registered twice")
-        _REGISTRY[name] = NetworkEntry(name, constructor, role, detect, dict(weight_source or {}))
+        _REGISTRY[name] = NetworkEntry(
+            name, constructor, role, detect, dict(weight_source or {}), check
+        )
         return constructor
 
     return decorator
@@ -89,14 +112,64 @@ def get_network_entry(name: str) -> NetworkEntry:
     return _REGISTRY[name]
 
 
+@functools.cache
+def signature_of(constructor: Callable[..., Any]) -> dict[str, tuple[Any, Any]]:
+    """{argument: (annotation with its markers, default or inspect.Parameter.empty)}."""
+    target = constructor.__init__ if inspect.isclass(constructor) else constructor
+    hints = typing.get_type_hints(target, include_extras=True)
+    return {
+        name: (hints.get(name, Any), parameter.default)
+        for name, parameter in inspect.signature(target).parameters.items()
+        if name != "self"
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    }
+
+
+def supported_scales(entry: NetworkEntry) -> tuple[int, ...] | None:
+    """The scales a network supports (its ``scale: Literal[...]``); None if it takes no scale."""
+    argument = signature_of(entry.constructor).get("scale")
+    return None if argument is None else choices_of(argument[0])
+
+
+def argument_problems(entry: NetworkEntry, arguments: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What is wrong with constructor ``arguments`` of ``entry``: [(argument, problem), ...].
+
+    Checks every given value against its markers and ``Literal`` choices, then (only if those
+    pass) runs the network's ``check`` on all arguments with the defaults filled in.
+    """
+    signature = signature_of(entry.constructor)
+    problems = []
+    for name, value in arguments.items():
+        if name in signature:
+            problem = value_problem(signature[name][0], value)
+            if problem is not None:
+                problems.append((name, problem))
+    if problems or entry.check is None:
+        return problems
+    full = {
+        name: default
+        for name, (_, default) in signature.items()
+        if default is not inspect.Parameter.empty
+    }
+    full.update(arguments)
+    return list(entry.check(full))
+
+
 def build_network(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered network and remember how it was built.
+
+    Raises ConfigError (one line: network, argument, value, what is allowed) when an argument
+    is outside its range or breaks the network's rules, before any layer is made.
 
     The module gets an ``srkit_arch`` attribute ``{"type": name, **kwargs}`` that checkpoints
     store as metadata, so the exact network can be rebuilt without a config; initial-weight
     arguments are recorded with their neutral values (no weights file needed to rebuild).
     """
     entry = get_network_entry(name)
+    problems = argument_problems(entry, kwargs)
+    if problems:
+        argument, problem = problems[0]
+        raise ConfigError(f"{name}: {argument}: {problem}")
     module = entry.constructor(**kwargs)
     module.srkit_arch = {"type": name, **kwargs, **entry.weight_source}
     return module

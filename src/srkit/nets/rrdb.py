@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from torch import nn
 
 from srkit.errors import ConfigError
 from srkit.nets.blocks import RRDB, conv3x3, lrelu, upsample_conv, upsample_stage_count
+from srkit.nets.constraints import Positive
 from srkit.nets.convert import count_indexed, state_dict_fits
 from srkit.nets.registry import register_network
 
@@ -179,7 +180,14 @@ def detect_rrdb(state_dict: StateDict) -> dict[str, Any] | None:
     return kwargs
 
 
-@register_network("rrdb", role="generator", detect=detect_rrdb)
+def check_rrdb(arguments: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`pixel_unshuffle` needs scale 1 or 2."""
+    if arguments["pixel_unshuffle"] and arguments["scale"] not in (1, 2):
+        return [("pixel_unshuffle", f"true needs scale 1 or 2, not {arguments['scale']}")]
+    return []
+
+
+@register_network("rrdb", role="generator", detect=detect_rrdb, check=check_rrdb)
 class RRDBNet(nn.Module):
     """ESRGAN's RRDB generator: 16,697,987 parameters at nf=64, nb=23, gc=32, x4.
 
@@ -199,12 +207,12 @@ class RRDBNet(nn.Module):
     def __init__(
         self,
         *,
-        scale: int = 4,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        nf: int = 64,
-        nb: int = 23,
-        gc: int = 32,
+        scale: Literal[1, 2, 4, 8] = 4,
+        in_channels: Annotated[int, Positive] = 3,
+        out_channels: Annotated[int, Positive] = 3,
+        nf: Annotated[int, Positive] = 64,
+        nb: Annotated[int, Positive] = 23,
+        gc: Annotated[int, Positive] = 32,
         pixel_unshuffle: bool = False,
     ) -> None:
         super().__init__()

@@ -25,7 +25,7 @@ This module needs torch only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ from srkit.nets.blocks import (
     upsample_conv,
     upsample_stage_count,
 )
+from srkit.nets.constraints import AtLeast, Positive
 from srkit.nets.convert import count_indexed, state_dict_fits
 from srkit.nets.gradient import ImageGradient
 from srkit.nets.registry import register_network
@@ -105,12 +106,12 @@ class SPSRNet(nn.Module):
     def __init__(
         self,
         *,
-        scale: int = 4,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        nf: int = 64,
-        nb: int = 23,
-        gc: int = 32,
+        scale: Literal[1, 2, 4, 8] = 4,
+        in_channels: Annotated[int, Positive] = 3,
+        out_channels: Annotated[int, Positive] = 3,
+        nf: Annotated[int, Positive] = 64,
+        nb: Annotated[int, AtLeast(BRANCH_STAGES)] = 23,
+        gc: Annotated[int, Positive] = 32,
     ) -> None:
         super().__init__()
         if nb < BRANCH_STAGES:

@@ -19,15 +19,16 @@ This module needs torch only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
 
 from srkit.nets.blocks import conv3x3, lrelu, upsample_conv, upsample_stage_count
+from srkit.nets.constraints import Above, AtLeast, AtMost, MultipleOf, NonNegative, Positive
 from srkit.nets.convert import count_indexed, state_dict_fits
 from srkit.nets.registry import register_network
-from srkit.nets.switch import Switch
+from srkit.nets.switch import Switch, check_switch_schedule
 
 
 def detect_srg2(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -70,7 +71,7 @@ def detect_srg2(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None
     return kwargs if state_dict_fits(SRG2Net, kwargs, state_dict) else None
 
 
-@register_network("srg2", role="generator", detect=detect_srg2)
+@register_network("srg2", role="generator", detect=detect_srg2, check=check_switch_schedule)
 class SRG2Net(nn.Module):
     """Switched residual generator: ``depth`` switches of ``transforms`` blended convolutions.
 
@@ -97,22 +98,22 @@ class SRG2Net(nn.Module):
     def __init__(
         self,
         *,
-        scale: int = 4,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        nf: int = 64,
-        depth: int = 4,
-        transforms: int = 8,
-        trans_layers: int = 3,
-        mux_filters: int = 32,
-        reductions: int = 2,
-        processing_layers: int = 1,
-        temperature: float = 10.0,
-        temperature_final_step: int = 20000,
-        temperature_min: float = 1.0,
-        temperature_min_step: int = 0,
+        scale: Literal[1, 2, 4, 8] = 4,
+        in_channels: Annotated[int, Positive] = 3,
+        out_channels: Annotated[int, Positive] = 3,
+        nf: Annotated[int, Positive] = 64,
+        depth: Annotated[int, Positive] = 4,
+        transforms: Annotated[int, Positive] = 8,
+        trans_layers: Annotated[int, Positive] = 3,
+        mux_filters: Annotated[int, AtLeast(4), MultipleOf(4)] = 32,
+        reductions: Annotated[int, NonNegative] = 2,
+        processing_layers: Annotated[int, NonNegative] = 1,
+        temperature: Annotated[float, AtLeast(1)] = 10.0,
+        temperature_final_step: Annotated[int, NonNegative] = 20000,
+        temperature_min: Annotated[float, Above(0), AtMost(1)] = 1.0,
+        temperature_min_step: Annotated[int, NonNegative] = 0,
         attention_norm: bool = False,
-        attention_history: int = 64,
+        attention_history: Annotated[int, Positive] = 64,
         noise: bool = False,
     ) -> None:
         super().__init__()

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -422,6 +423,23 @@ def _recheck_after_load(module: Switch, incompatible_keys) -> None:
     module._eval_check_pending = True
     module._warned_temperature = False
     module._usage_filled = False
+
+
+def check_switch_schedule(arguments: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A `temperature_min` below 1 needs a `temperature_min_step` after
+    `temperature_final_step`."""
+    minimum = arguments.get("temperature_min", 1.0)
+    final_step = arguments.get("temperature_final_step", 0)
+    min_step = arguments.get("temperature_min_step", 0)
+    if minimum < 1.0 and min_step <= final_step:
+        return [
+            (
+                "temperature_min_step",
+                f"{min_step} must come after temperature_final_step ({final_step}) when "
+                f"temperature_min is below 1 ({minimum})",
+            )
+        ]
+    return []
 
 
 def _check_schedule(start: float, final_step: int, minimum: float, min_step: int) -> None:

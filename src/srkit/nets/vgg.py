@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from srkit.errors import CheckpointError, ConfigError, unknown_name
+from srkit.errors import CheckpointError, ConfigError, closest, unknown_name
 from srkit.nets.registry import register_network
 
 VGGArch = Literal["vgg16", "vgg19"]
@@ -80,6 +80,16 @@ def vgg_layer_names(arch: str) -> dict[str, int]:
             names[f"relu{block}_{conv_in_block}"] = index + 1
             index += 2
     return names
+
+
+def layer_problem(arch: str, layer: str) -> str | None:
+    """Why ``layer`` is not a layer name of ``arch`` (one line for config errors), or None."""
+    names = vgg_layer_names(arch)
+    if layer in names:
+        return None
+    hint = closest(layer, names)
+    did_you_mean = f" (did you mean '{hint}'?)" if hint else ""
+    return f"'{layer}' is not a {arch} layer{did_you_mean}; valid: {', '.join(names)}"
 
 
 def make_vgg_features(arch: str, depth: int | None = None) -> nn.Sequential:
@@ -356,7 +366,21 @@ class _VGGFeatureNetwork(VGGFeatureExtractor):
 VGG_WEIGHT_SOURCE = {"pretrained": False, "weights": None, "download": False}
 
 
-@register_network("vgg19_features", role="feature", weight_source=VGG_WEIGHT_SOURCE)
+def check_vgg19_layer(arguments: Mapping[str, object]) -> list[tuple[str, str]]:
+    """`layer` must be a VGG19 layer: convB_I, reluB_I (B = 1..5) or poolB."""
+    problem = layer_problem("vgg19", str(arguments["layer"]))
+    return [("layer", problem)] if problem else []
+
+
+def check_vgg16_layer(arguments: Mapping[str, object]) -> list[tuple[str, str]]:
+    """`layer` must be a VGG16 layer: convB_I, reluB_I (B = 1..5) or poolB."""
+    problem = layer_problem("vgg16", str(arguments["layer"]))
+    return [("layer", problem)] if problem else []
+
+
+@register_network(
+    "vgg19_features", role="feature", weight_source=VGG_WEIGHT_SOURCE, check=check_vgg19_layer
+)
 class VGG19Features(_VGGFeatureNetwork):
     """VGG19 features at one named layer (frozen ImageNet VGG by default).
 
@@ -381,7 +405,9 @@ class VGG19Features(_VGGFeatureNetwork):
         super().__init__("vgg19", layer, pretrained, weights, download, trainable, normalize_input)
 
 
-@register_network("vgg16_features", role="feature", weight_source=VGG_WEIGHT_SOURCE)
+@register_network(
+    "vgg16_features", role="feature", weight_source=VGG_WEIGHT_SOURCE, check=check_vgg16_layer
+)
 class VGG16Features(_VGGFeatureNetwork):
     """VGG16 features at one named layer (frozen ImageNet VGG by default).
 
