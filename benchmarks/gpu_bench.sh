@@ -7,11 +7,11 @@
 # Environment (all optional):
 #   PYTHON          Python with torch (CUDA build) and srkit's dependencies   (default: python)
 #   BASICSR_PYTHON  Python of a BasicSR 1.4.2 environment (see benchmarks/README.md); when it
-#                   cannot import basicsr, the comparison runs srkit fp32 vs srkit best only
+#                   cannot import basicsr, the comparison runs srkit fp32 vs srkit default only
 #   VGG16           torchvision-layout VGG16 weights (../shared/data/get-vgg16.sh); default:
 #                   seeded random weights in both frameworks (same FLOPs, same timing)
 #   NB, BATCH       RRDB blocks and batch size (default 23 and 16: ESRGAN's generator and batch)
-#   COMPILE=1       also try torch.compile in "srkit best" (adds ~1-2 minutes of compilation)
+#   COMPILE=1       add torch.compile to srkit's defaults ("srkit best"; ~1-2 minutes more)
 #   DRY_RUN=1       run the same commands on the CPU with tiny sizes (checks the script)
 #
 # Every step writes its markdown table to OUT_DIR/*.md and its JSON next to it; each command has
@@ -27,18 +27,18 @@ started=$(date +%s)
 
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
     DEVICE=cpu NB=${NB:-1} BATCH=${BATCH:-2} STEPS=1 WARMUP=1 ROUNDS=1 LIMIT=900
-    NF=16 PSNR_PRECISIONS="fp32" BEST="train.channels_last=true"
+    NF=16 PSNR_PRECISIONS="fp32" BEST=""
 else
     DEVICE=cuda NB=${NB:-23} BATCH=${BATCH:-16} STEPS=10 WARMUP=3 ROUNDS=2 LIMIT=200
     NF=64 PSNR_PRECISIONS="fp32 bf16 fp16"
-    BEST="train.channels_last=true train.precision=bf16"
+    BEST=""  # srkit's defaults: precision and channels_last auto (bf16 + channels_last here)
     "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' || {
         echo "no CUDA device visible to $PYTHON (DRY_RUN=1 checks the script on the CPU)" >&2
         exit 2
     }
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 fi
-[[ "${COMPILE:-0}" == 1 ]] && BEST="$BEST train.compile=true"
+[[ "${COMPILE:-0}" == 1 ]] && BEST="train.compile=true"
 
 run() {  # run LIMIT_SECONDS NAME COMMAND...: a time-limited step; its output goes to OUT/NAME.md
     local limit=$1 name=$2; shift 2
@@ -60,7 +60,7 @@ run "$LIMIT" train_step_channels_last "$PYTHON" benchmarks/train_step.py --recip
     --warmup "$WARMUP" --peak-seconds 2 --workers 4 --set train.channels_last=true \
     --json "$OUT/train_step_channels_last.json"
 
-# 2. The ESRGAN-shaped step against BasicSR (or srkit fp32 vs best without BasicSR).
+# 2. The ESRGAN-shaped step against BasicSR: srkit fp32 and srkit's defaults (auto).
 best_args=()
 for setting in $BEST; do best_args+=(--best "$setting"); done
 compare=("$PYTHON" benchmarks/vs_basicsr.py --device "$DEVICE" --nf "$NF" --nb "$NB"
@@ -68,7 +68,7 @@ compare=("$PYTHON" benchmarks/vs_basicsr.py --device "$DEVICE" --nf "$NF" --nb "
          --srkit-python "$PYTHON" --basicsr-python "$BASICSR_PYTHON" --vgg16 "${VGG16:-random}"
          "${best_args[@]}" --json "$OUT/vs_basicsr.json")
 if ! "$BASICSR_PYTHON" -c 'import sys, torchvision.transforms.functional as f; sys.modules["torchvision.transforms.functional_tensor"] = f; import basicsr' 2>/dev/null; then
-    echo "   no BasicSR at $BASICSR_PYTHON: comparing srkit fp32 with srkit best only" >&2
+    echo "   no BasicSR at $BASICSR_PYTHON: comparing srkit fp32 with srkit default only" >&2
     compare+=(--without-basicsr)
 fi
 # Two rounds of 3 processes; on an H100 each process is ~20-40 s (start-up, cuDNN autotuning).

@@ -377,8 +377,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per process")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--best", action="append", default=None, metavar="KEY=VALUE",
-                        help="srkit config override of the 'srkit best' variant (repeatable); "
-                        "default: train.channels_last=true")  # fmt: skip
+                        help="srkit config override of the 'srkit best' variant (repeatable; none: "
+                        "'srkit default', srkit's defaults)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--vgg16", type=Path, default=Path("/tmp/vgg16.pth"),
                         help="torchvision-layout ImageNet VGG16 weights (get-vgg16.sh), or "
@@ -401,7 +401,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.batch is None:
         args.batch = 16 if args.device == "cuda" else 4
     if args.best is None:
-        args.best = ["train.channels_last=true"]
+        args.best = []  # srkit's defaults (precision and channels_last: auto)
     return args
 
 
@@ -439,13 +439,17 @@ def main(argv: list[str] | None = None) -> int:
     # wait inside OpenMP, so there (and on GPUs) only wall time means anything.
     clock = args.clock or ("cpu" if args.device == "cpu" and args.threads == 1 else "wall")
     time_key = "cpu_times" if clock == "cpu" else "times"
-    variants = ["srkit fp32", "srkit best"]
+    # "srkit default" is what a user gets without setting anything (precision and
+    # channels_last auto); --best adds overrides to it and names it "srkit best".
+    tuned = "srkit best" if args.best else "srkit default"
+    variants = ["srkit fp32", tuned]
     if not args.without_basicsr:
         variants.insert(0, "basicsr")
     baseline = variants[0]
-    settings = {"basicsr": [], "srkit fp32": [], "srkit best": list(args.best)}
+    fp32 = ["train.precision=fp32", "train.channels_last=false"]
+    settings = {"basicsr": [], "srkit fp32": fp32, tuned: list(args.best)}
     pythons = {"basicsr": args.basicsr_python, "srkit fp32": srkit_python}
-    pythons["srkit best"] = srkit_python
+    pythons[tuned] = srkit_python
     rounds: list[dict[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="vs_basicsr_") as temporary:
         home = Path(temporary)
@@ -492,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         f"step: RRDB nf {args.nf} nb {args.nb} gc {args.gc} x{args.scale}, VGG-style D nf 64, "
         f"batch {args.batch}, HR patch {args.patch}; pixel + perceptual (VGG16 conv5_3: "
         f"{vgg_text}) + RaGAN, Adam, EMA; {args.warmup} warm-up + {args.steps} timed steps "
-        f"per process, {args.rounds} rounds; srkit best = {' '.join(args.best)}; "
+        f"per process, {args.rounds} rounds; {tuned} = {' '.join(args.best) or 'no overrides'}; "
         f"times: {'process CPU time (1 thread)' if clock == 'cpu' else 'wall clock'}"
     )
     print()

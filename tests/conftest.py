@@ -51,6 +51,10 @@ BASE_CONFIG: dict[str, Any] = {
         "iterations": 4,
         "optim": {"generator": {"lr": 2e-4}},
         "deterministic": True,
+        # Explicit, so that a machine whose CPU runs bf16 (where auto picks it) computes what
+        # the tests expect.
+        "precision": "fp32",
+        "channels_last": False,
     },
     "logging": {
         "print_every": 1,

@@ -292,7 +292,7 @@ simple(
     "config-bad-choice",
     "config",
     "A value that is not one of the allowed choices.",
-    "train.precision: expected one of 'fp32', 'bf16' or 'fp16', got 'fp8'",
+    "train.precision: expected one of 'auto', 'fp32', 'bf16' or 'fp16', got 'fp8'",
     setting(("train.precision", "fp8")),
 )
 simple(

@@ -1,4 +1,4 @@
-"""The ``srkit`` command line: train, upscale, export, validate, prepare, info, schema.
+"""The ``srkit`` command line: train, upscale, export, validate, prepare, info, doctor, schema.
 
 User errors (:class:`srkit.errors.SrkitError`) print one line ``srkit: error: ...`` and exit with
 code 2; ``--debug`` shows the traceback instead. A few errors that are not bad inputs have their
@@ -162,6 +162,20 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from srkit.doctor import report
+
+    report(seconds=args.seconds)
+    return 0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="srkit", description="Train and run super-resolution GANs."
@@ -263,6 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe a weights file or checkpoint")
     info.add_argument("checkpoint", type=Path)
     info.set_defaults(handler=_info)
+
+    doctor = commands.add_parser(
+        "doctor", help="what this machine offers, a conv benchmark, and what 'auto' picks here"
+    )
+    doctor.add_argument(
+        "--seconds",
+        type=_seconds,
+        default=20.0,
+        help="length of the fp32 vs bf16 convolution benchmark (0 = skip it; default 20)",
+    )
+    doctor.set_defaults(handler=_doctor)
 
     schema = commands.add_parser("schema", help="write the config reference and JSON schema")
     schema.add_argument("--json", type=Path, default=Path("docs/config.schema.json"))

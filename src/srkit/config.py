@@ -244,8 +244,12 @@ class TrainConfig(StrictModel):
         description="Gradient accumulation: each step's batch is split into this many equal "
         "chunks, each run forward/backward before one optimizer step.",
     )
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="fp32, bf16 autocast (CPU/GPU), or fp16 autocast + grad scaler (GPU)."
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto = bf16 where the device runs it natively (a CUDA GPU with compute "
+        "capability 8.0+, a CPU with AVX512-BF16/AMX), else fp32; fp32; bf16 autocast "
+        "(CPU/GPU); or fp16 autocast + grad scaler (GPU). The run's config.yml records what "
+        "auto picked (`srkit doctor` shows it).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if available.")
     generator_input: str = Field(
@@ -282,7 +286,11 @@ class TrainConfig(StrictModel):
     deterministic: bool = Field(
         False, description="Deterministic kernels (slower); with a fixed seed runs repeat exactly."
     )
-    channels_last: bool = Field(False, description="Use channels_last memory format.")
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
+        description="Use channels_last memory format; auto = with bf16/fp16 (whose convolution "
+        "kernels work in channels_last), not in fp32. The run's config.yml records the choice.",
+    )
     compile: bool = Field(False, description="torch.compile the trained networks.")
 
 

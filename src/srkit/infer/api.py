@@ -20,7 +20,13 @@ Channels are handled the way a person expects of an image tool:
 * A model with one input channel runs each channel of an RGB image on its own.
 
 The SR result is clamped to [0, 1]. Precision: ``fp32``; ``bf16`` (autocast; fast on GPUs and on
-CPUs with AVX512-BF16/AMX, much *slower* than fp32 elsewhere); ``fp16`` (autocast, CUDA only).
+CPUs with AVX512-BF16/AMX, much *slower* than fp32 elsewhere); ``fp16`` (autocast, CUDA only);
+``auto``: bf16 where the device runs it natively, else fp32 (:mod:`srkit.hardware`).
+
+The fast path for many images (what ``srkit upscale`` does): :func:`prepare_for_inference` puts
+the weights themselves in bf16/fp16 (no per-call casts under autocast), switches to
+channels_last where that is faster, and can ``torch.compile`` the model; the forward passes run
+under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -42,9 +48,10 @@ from srkit.infer.tiling import auto_tile, split_output, tile_alignment, tiled_fo
 
 log = logging.getLogger("srkit.infer")
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 AlphaMode = Literal["model", "bicubic"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+_LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Default overlap between tiles, in input pixels.
 DEFAULT_OVERLAP = 16
@@ -92,19 +99,23 @@ def model_channels(model: nn.Module) -> tuple[int, int]:
     return int(arch.get("in_channels", 3)), int(arch.get("out_channels", 3))
 
 
-def _cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True  # unknown: do not warn
-
-
 _warned_slow_bf16 = False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision`` with ``auto`` replaced by what the device runs fastest (bf16 or fp32)."""
+    if precision == "auto":
+        from srkit.hardware import auto_precision
+
+        return auto_precision(device).value
+    return precision
 
 
 def check_precision(precision: str, device: torch.device) -> None:
     """Raise PrecisionError for a precision ``device`` cannot run; warn about slow ones."""
     global _warned_slow_bf16
+    from srkit.hardware import cpu_has_native_bf16
+
     if precision not in PRECISIONS:
         raise PrecisionError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
@@ -116,13 +127,57 @@ def check_precision(precision: str, device: torch.device) -> None:
         precision == "bf16"
         and device.type == "cpu"
         and not _warned_slow_bf16
-        and not _cpu_has_bf16()
+        and not cpu_has_native_bf16()
     ):
         _warned_slow_bf16 = True
         log.warning(
             "this CPU has no bf16 instructions (AVX512-BF16/AMX): bf16 runs emulated and "
             "is much slower than fp32 here"
         )
+
+
+def prepare_for_inference(
+    model: nn.Module,
+    precision: str = "auto",
+    channels_last: bool | str = "auto",
+    compile: bool = False,
+) -> nn.Module:
+    """Make ``model`` fast for upscaling many images; returns it (changed in place).
+
+    bf16/fp16 puts the weights themselves in that precision (autocast would cast every
+    weight on every call); channels_last (``auto``: with bf16/fp16) stores weights the way
+    the reduced-precision convolution kernels read them; ``compile`` wraps the model in
+    ``torch.compile`` (the first images pay the compilation). The result stays usable with
+    :func:`upscale` and :func:`upscale_tensor`, which follow its weights' precision.
+    """
+    from srkit.hardware import resolve_channels_last
+
+    device = model_device(model)
+    precision = resolve_precision(precision, device)
+    check_precision(precision, device)
+    model.eval().requires_grad_(False)
+    if precision in _LOW_PRECISION:
+        model.to(_LOW_PRECISION[precision])
+    if resolve_channels_last(channels_last, device, precision).value:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile else model
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating-point dtype of the model's weights (float32 for a model without any)."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return torch.float32
+
+
+def model_is_channels_last(model: nn.Module) -> bool:
+    for parameter in model.parameters():
+        if parameter.dim() == 4:
+            return parameter.is_contiguous(memory_format=torch.channels_last) and not (
+                parameter.is_contiguous()
+            )
+    return False
 
 
 def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -143,9 +198,18 @@ def make_forward(
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor] | None]]:
     """The per-tile forward used by :func:`tiled_forward`: precision, then (sr, attention)."""
 
+    dtype = model_dtype(model)
+    # Weights already in bf16/fp16 (prepare_for_inference): feed that dtype, no autocast.
+    context = precision if dtype == torch.float32 else "fp32"
+    layout = torch.channels_last if model_is_channels_last(model) else torch.contiguous_format
+
     def forward(tile: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        with precision_context(precision, device):
-            return split_output(model(tile.to(device).contiguous()))
+        tile = tile.to(device, dtype).contiguous(memory_format=layout)
+        with torch.inference_mode(), precision_context(context, device):
+            sr, attention = split_output(model(tile))
+        # Plain tensors from here on (an inference tensor cannot be changed in place outside
+        # inference mode, and the caller clamps the result in place).
+        return sr.clone(), [a.clone() for a in attention] if attention else attention
 
     return forward
 
@@ -175,6 +239,7 @@ def upscale_tensor(
     if alpha not in ("model", "bicubic"):
         raise SrkitError(f"unknown alpha mode '{alpha}'; use 'model' or 'bicubic'")
     device = model_device(model)
+    precision = resolve_precision(precision, device)
     check_precision(precision, device)
     scale = int(model.scale)
     in_channels, _ = model_channels(model)
@@ -250,7 +315,8 @@ def upscale(
         tile: ``"auto"`` (whole image if it fits in half the free memory, else the largest
             tile that does), a tile side in input pixels, or 0/None for no tiling.
         overlap: input pixels shared by neighbouring tiles (blended with cosine ramps).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only) or ``"auto"`` (bf16 where
+            the device runs it natively, else fp32).
         alpha: ``"model"`` or ``"bicubic"``: how an alpha channel is upscaled.
 
     Returns:

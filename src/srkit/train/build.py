@@ -20,7 +20,7 @@ from srkit.config import constructor_arguments, trained_network_names
 from srkit.data.sampler import derive_seed
 from srkit.errors import CheckpointError, ConfigError, SrkitError
 from srkit.losses.base import BuildContext, LossTerm, loss_entries
-from srkit.losses.tensors import View, builtin_views, parse_expression
+from srkit.losses.tensors import StepTensors, View, builtin_views, parse_expression
 from srkit.nets.registry import build_network, get_network_entry
 from srkit.weights import load_state, read_weights, resolve_weights_file
 
@@ -36,6 +36,27 @@ def select_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(choice)
+
+
+def resolve_auto_settings(config: Any, device: torch.device) -> tuple[Any, list[str]]:
+    """The config with ``train.precision`` and ``train.channels_last`` resolved for ``device``
+    (``auto`` -> what :mod:`srkit.hardware` picks), and one line per ``auto`` choice saying
+    what was picked and why. The resolved config is what the run writes to its config.yml,
+    so copying that file repeats the run on another machine."""
+    from srkit import hardware
+
+    train = config.train
+    precision = hardware.resolve_precision(train.precision, device)
+    layout = hardware.resolve_channels_last(train.channels_last, device, precision.value)
+    notes = []
+    if train.precision == "auto":
+        notes.append(f"precision {precision.value} (auto: {precision.reason})")
+    if train.channels_last == "auto":
+        notes.append(f"channels_last {str(layout.value).lower()} (auto: {layout.reason})")
+    resolved = train.model_copy(
+        update={"precision": precision.value, "channels_last": layout.value}
+    )
+    return config.model_copy(update={"train": resolved}), notes
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -163,6 +184,48 @@ def check_unpaired(term: LossTerm, index: int) -> None:
                 "feed discriminators; remove the term, use lr_feature, or compare at LR scale "
                 "(e.g. input: grad(down(sr)), target: grad(lr))"
             )
+
+
+def may_leave_parameters_unused(
+    config: Any,
+    name: str,
+    network: nn.Module,
+    terms: list[LossTerm],
+    holds_back: bool,
+    device: torch.device,
+) -> bool:
+    """Whether a step may leave some trainable parameter of network ``name`` without a
+    gradient, so that DDP must look for unused parameters (``find_unused_parameters``, an
+    extra autograd traversal per step, which PyTorch warns about when it finds none).
+
+    Yes when ``train_only`` holds parameters back, and for a generator with a named output
+    that no weighted loss term reads (its output layers then get no gradient: e.g. a gradient
+    branch without branch terms). Found with one forward pass of a zero LR patch; a
+    discriminator's single output is always read."""
+    if holds_back:
+        return True
+    if name != "generator":
+        return False
+    read = {
+        parse_expression(expression)[-1]
+        for term in terms
+        if term.weight
+        for expression in term.expressions()
+    }
+    lr_side = config.data.train.patch_size // config.scale
+    lr = torch.zeros(1, 3, lr_side, lr_side, device=device)
+    hr = torch.zeros(1, 3, lr_side * config.scale, lr_side * config.scale, device=device)
+    views = tensor_views(config, {})
+    training = network.training
+    network.eval()  # no running statistics or recorded attention from the probe
+    try:
+        with torch.no_grad():
+            tensors = StepTensors({"lr": lr, "hr": hr}, views)
+            output = network(tensors[config.train.generator_input])
+    finally:
+        network.train(training)
+    outputs = {"sr"} if isinstance(output, torch.Tensor) else set(output)
+    return bool(outputs - read)
 
 
 def build_lpips(config: Any, device: torch.device) -> nn.Module | None:

@@ -152,7 +152,11 @@ def launch_processes(nproc: int, srkit_arguments: Sequence[str]) -> int:
 
 
 def wrap_for_training(
-    module: nn.Module, group: ProcessGroup, device: torch.device, compile_it: bool
+    module: nn.Module,
+    group: ProcessGroup,
+    device: torch.device,
+    compile_it: bool,
+    find_unused: bool = True,
 ) -> nn.Module:
     """A trained network as the step calls it: DDP around it when distributed, then
     torch.compile around that (the order PyTorch recommends: the compiler sees DDP's bucket
@@ -162,14 +166,14 @@ def wrap_for_training(
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        # find_unused_parameters: a network may have parameters a config does not use
-        # (e.g. an output branch without a loss term, or parameters train_only holds back);
-        # DDP must not wait for their grads.
+        # find_unused_parameters: only where a step may leave parameters without gradients
+        # (build.may_leave_parameters_unused): DDP must not wait for those, but the search
+        # costs an extra autograd traversal per step where there are none.
         # gradient_as_bucket_view: gradients live in the communication buckets, no copy.
         wrapped = DistributedDataParallel(
             wrapped,
             device_ids=ids,
-            find_unused_parameters=True,
+            find_unused_parameters=find_unused,
             gradient_as_bucket_view=True,
         )
     if compile_it:

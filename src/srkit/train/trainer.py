@@ -39,6 +39,8 @@ from srkit.train.build import (
     build_networks,
     build_train_dataset,
     find_hooks,
+    may_leave_parameters_unused,
+    resolve_auto_settings,
     seed_everything,
     select_device,
     tensor_views,
@@ -80,12 +82,14 @@ class Trainer:
         quiet: bool = False,
         services: list[type[Service]] | None = None,
     ) -> None:
-        self.config = config
         self.quiet = quiet
         self.device = select_device(config.train.device)
         self.group: ProcessGroup = init_distributed(self.device.type)
         if self.group.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", self.group.local_rank)
+        # From here on the config says what runs: no "auto" left in it.
+        config, self.auto_choices = resolve_auto_settings(config, self.device)
+        self.config = config
         self.local_batch_size = check_batch_layout(
             config.data.train.batch_size, self.group.world_size, config.train.megabatch
         )
@@ -147,12 +151,7 @@ class Trainer:
         scaler = (
             torch.amp.GradScaler(self.device.type) if config.train.precision == "fp16" else None
         )
-        wrapped = {
-            name: wrap_for_training(
-                self.networks[name], self.group, self.device, config.train.compile
-            )
-            for name in self.trained
-        }
+        wrapped = {name: self._wrap(name) for name in self.trained}
         self.train_dataset = self._train_dataset()
         self.nonfinite = nonfinite.NonFiniteGuard(
             config.train.nan_policy, config.train.nan_skip_limit
@@ -172,6 +171,20 @@ class Trainer:
             scaler=scaler,
         )
         self._step_hooks = self._network_step_hooks()
+
+    def _wrap(self, name: str) -> torch.nn.Module:
+        """Network ``name`` as the step calls it (DDP, torch.compile; see distributed.py)."""
+        find_unused = self.group.distributed and may_leave_parameters_unused(
+            self.config,
+            name,
+            self.networks[name],
+            self.terms,
+            bool(self.train_only.holding(0).get(name)),
+            self.device,
+        )
+        return wrap_for_training(
+            self.networks[name], self.group, self.device, self.config.train.compile, find_unused
+        )
 
     def _check_precision(self) -> None:
         if self.config.train.precision == "fp16" and self.device.type != "cuda":
@@ -387,6 +400,8 @@ class Trainer:
             described,
         )
         log.info("loss terms: %s", ", ".join(f"{t.name}×{t.weight:g}" for t in self.terms))
+        if self.auto_choices:
+            log.info("settings: %s", "; ".join(self.auto_choices))
         for name, (groups, until, count) in self.train_only.holding(self.step).items():
             log.info(
                 "%s: only parameter group(s) %s train until step %d (%d tensors held back)",
