@@ -356,3 +356,22 @@ def test_api_refuses_a_non_video(tmp_path):
     with pytest.raises(VideoError, match="still image"):
         srkit.upscale_video(image_like_rrdb(2), tmp_path / "photo.png", tmp_path / "out.mp4")
     assert not (tmp_path / "out.mp4").exists()
+
+
+@needs_av
+def test_video_benchmark_script_runs(tmp_path, monkeypatch, capsys):
+    import json
+
+    from repo_scripts import load_script
+
+    script = load_script("benchmarks/video.py", "video_benchmark")
+    argv = ["video.py", "--width", "32", "--height", "24", "--seconds", "0.2", "--nf", "4"]
+    argv += ["--nb", "1", "--gc", "4", "--json", str(tmp_path / "result.json")]
+    monkeypatch.setattr(sys, "argv", argv)
+    script.main()
+    result = json.loads((tmp_path / "result.json").read_text())["result"]
+    assert result["input"] == "32x24, 5 frames at 24/s" and result["output"] == "64x48"
+    # The three timed parts are inside the wall time (what is left over, "other", is >= 0).
+    assert all(result[f"{part}_share"] > 0 for part in ("decode", "network", "encode"))
+    assert result["other_share"] >= -1e-3
+    assert "| frames/s |" in capsys.readouterr().out
