@@ -8,6 +8,7 @@ The clips are made by the test with PyAV (tests/video_clips.py): 2 seconds of mo
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -375,3 +376,24 @@ def test_video_benchmark_script_runs(tmp_path, monkeypatch, capsys):
     assert all(result[f"{part}_share"] > 0 for part in ("decode", "network", "encode"))
     assert result["other_share"] >= -1e-3
     assert "| frames/s |" in capsys.readouterr().out
+
+
+@needs_av
+def test_progress_bar_counts_frames_with_rate_and_time_left(models, tmp_path, monkeypatch):
+    import io
+
+    from video_clips import make_clip
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:  # tqdm draws its bar only on a terminal
+            return True
+
+    clip = make_clip(tmp_path / "short.mp4", seconds=0.4, audio_rate=None)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = ["upscale", str(models[2]), str(clip.path), "-o", str(tmp_path / "out"), "--batch", "3"]
+    assert main(argv) == 0
+    text = terminal.getvalue()
+    assert "short.mp4:" in text and "frame/s" in text
+    assert "0/10" in text and "10/10" in text and "<" in text  # counts, then "elapsed<left"
+    assert re.search(r"short\.mp4: 10 frames in [\d.]+ s \([\d.]+ frames/s; decoding \d+%", text)

@@ -289,8 +289,8 @@ def upscale_command(args: argparse.Namespace) -> int:
 
 def _check_videos(
     args: argparse.Namespace, jobs: list[Job], targets: list[Path]
-) -> list[tuple[Job, Path]]:
-    """The video jobs, each checked (PyAV present, a readable video, codec and crf possible)
+) -> list[tuple[Job, Path, Any]]:
+    """The video jobs with their :class:`~srkit.infer.video.VideoInfo`, each checked (PyAV present, a readable video, codec and crf possible)
     before any work; a problem is a user error."""
     from srkit.infer.video import check_codec, probe_video
 
@@ -299,14 +299,14 @@ def _check_videos(
         if not job.is_video:
             continue
         check_codec(target, args.codec, args.crf)
-        probe_video(job.source)
+        info = probe_video(job.source)
         if job.source.resolve() == target.resolve():
             raise SrkitError(f"'{job.source}' would be overwritten by its upscaled version")
-        videos.append((job, target))
+        videos.append((job, target, info))
     return videos
 
 
-def _run_videos(args: argparse.Namespace, model: Any, videos: list[tuple[Job, Path]]) -> int:
+def _run_videos(args: argparse.Namespace, model: Any, videos: list[tuple[Job, Path, Any]]) -> int:
     """Upscale each video (atomically; SIGTERM and Ctrl-C remove the partial file)."""
     from tqdm import tqdm
 
@@ -315,12 +315,13 @@ def _run_videos(args: argparse.Namespace, model: Any, videos: list[tuple[Job, Pa
     if args.attention_maps is not None:
         log.warning("--attention-maps: not written for videos")
     failed = done = skipped = 0
-    for job, target in videos:
+    for job, target, info in videos:
         if target.exists() and not args.overwrite:
             skipped += 1
             continue
         bar = tqdm(
             desc=job.relative.name,
+            total=info.expected_frames,
             unit="frame",
             disable=True if args.quiet else None,  # None: only on a terminal
             file=sys.stderr,
