@@ -234,6 +234,19 @@ def test_webm_gets_vp9_and_its_opus_audio_copied(models, tmp_path):
 
 
 @needs_av
+def test_h265_into_matroska_keeps_rotation_and_prints_nothing(clip, tmp_path, capfd):
+    target = tmp_path / "clip.mkv"
+    result = srkit.upscale_video(image_like_rrdb(2), clip.path, target, codec="h265", crf=24)
+    assert result.frames == 50
+    with av.open(str(target)) as container:
+        frames = list(container.decode(video=0))
+        assert container.streams.video[0].codec_context.name == "hevc"
+        assert [s.codec_context.name for s in container.streams.audio] == ["aac"]
+    assert len(frames) == 50 and frames[0].rotation == 90
+    assert capfd.readouterr().err == ""  # x265 prints statistics unless told not to
+
+
+@needs_av
 def test_folders_mix_images_and_videos(models, tmp_path):
     from video_clips import make_clip
 

@@ -463,6 +463,8 @@ def _transcode(
         options = {"crf": str(crf)}
         if codec == "vp9":
             options["b"] = "0"  # constant quality, not a bit-rate target
+        elif codec == "h265":
+            options["x265-params"] = "log-level=error"  # x265 prints its own statistics
         video_out.options = options
         colour = {
             k: v for k, v in info.colour.items() if v not in (_UNSPECIFIED, _RANGE_UNSPECIFIED)
