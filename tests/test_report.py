@@ -212,6 +212,43 @@ def test_report_folder_that_is_a_file_is_one_line(workspace, tmp_path, capsys, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
+def test_best_marks_follow_each_metrics_direction():
+    from srkit.infer.report import Version, _metrics_table
+
+    versions = [Version("bicubic", "bicubic"), Version("m1", "a"), Version("m2", "b")]
+    rows = [
+        {"psnr_y": 30.0, "ssim_y": 0.80, "lpips": 0.40},
+        {"psnr_y": 31.5, "ssim_y": 0.79, "lpips": 0.25},  # best PSNR and LPIPS (lower)
+        {"psnr_y": 29.0, "ssim_y": 0.83, "lpips": 0.30},  # best SSIM
+    ]
+    parser = _Tables()
+    parser.feed(_metrics_table(versions, rows, ["psnr_y", "ssim_y", "lpips"], "metrics"))
+    marked = {
+        metric: [row[0] for row in parser.tables[0] if row[2][metric][2]]
+        for metric in ("psnr_y", "ssim_y", "lpips")
+    }
+    assert marked == {"psnr_y": ["m1"], "ssim_y": ["m2"], "lpips": ["m1"]}
+    assert parser.tables[0][1][2]["lpips"][1] == "0.2500"
+
+
+def test_lpips_column_when_its_weights_are_given(workspace, tmp_path):
+    from vgg_weights import write_random_lpips_lin, write_random_vgg
+
+    lin = write_random_lpips_lin(tmp_path / "lin.pth")
+    vgg = write_random_vgg(tmp_path / "vgg16.pth")
+    argv = ["compare", str(workspace["models"][0]), "--hr", str(workspace["root"] / "hr")]
+    argv += ["--lpips", str(lin), "--lpips-vgg", str(vgg), "-o", str(tmp_path / "report")]
+    assert main(argv) == 0
+    parser = _Tables()
+    parser.feed((tmp_path / "report" / "index.html").read_text(encoding="utf-8"))
+    rows = parser.tables[0]
+    assert list(rows[0][2]) == ["psnr_y", "ssim_y", "lpips"]
+    values = [row[2]["lpips"][0] for row in rows]
+    assert [row[2]["lpips"][2] for row in rows] == [v == min(values) for v in values]
+    assert "LPIPS" in (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "LPIPS (VGG, v0.1)" in (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+
+
 def test_short_labels_tell_models_apart():
     assert short_labels(["a/b/run1/checkpoints/step_1", "a/b/run2/checkpoints/step_1"]) == [
         "run1/checkpoints/step_1",
