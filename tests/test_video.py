@@ -296,12 +296,13 @@ def test_sigterm_during_srkit_upscale_removes_the_partial_file(clip, models, tmp
         return real(*args, **kwargs)
 
     monkeypatch.setattr(api, "upscale_tensor", upscale_then_terminate)
+    handler = signal.getsignal(signal.SIGTERM)  # whatever earlier code installed
     out = tmp_path / "out"
     assert main(["upscale", str(models[2]), str(clip.path), "-o", str(out), "--quiet"]) == 130
     assert calls["count"] == 3
     assert not (out / "clip.mp4").exists()
     assert _no_temporaries(out) == []
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    assert signal.getsignal(signal.SIGTERM) is handler  # restored
 
 
 # ---------------------------------------------------------------------------------------------
