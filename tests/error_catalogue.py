@@ -43,6 +43,8 @@ class Case:
         mask: regexes for parts of the message that come from libraries or vary by platform;
             they are replaced by "…" before the message is compared with the docs.
         skip: returns a reason to skip this case on this machine, or None.
+        context: makes the context the command runs in (e.g. an optional dependency made
+            unimportable), or None.
     """
 
     id: str
@@ -52,6 +54,7 @@ class Case:
     expect: str
     mask: tuple[str, ...] = ()
     skip: Callable[[], str | None] = field(default=lambda: None)
+    context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
 
 
 @dataclass
@@ -1127,7 +1130,8 @@ def run_case(case: Case, workspace: Path) -> tuple[Outcome, list[str]]:
     argv = case.setup(workspace)
     before = _snapshot(workspace)
     stream = io.StringIO()
-    with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(stream):
+    context = case.context() if case.context is not None else contextlib.nullcontext()
+    with context, contextlib.redirect_stderr(stream), contextlib.redirect_stdout(stream):
         try:
             status = main(argv)
         except SystemExit as exit_:  # argparse
@@ -1201,3 +1205,88 @@ def generate(path: Path) -> None:
             outcome, _ = run_case(item, Path(folder) / item.id)
             outcomes[item.id] = outcome
     path.write_text(render_doc(outcomes), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Video in `srkit upscale` and the comparison report (`srkit compare`). Registered after CASES
+# was built above, so they are appended to it at the end of this block.
+
+_VIDEO_AND_REPORT_FIRST = len(_CASES)
+
+
+def _without_pyav() -> contextlib.AbstractContextManager[Any]:
+    """`import av` fails inside, as on a machine without srkit's video extra."""
+    import sys
+    from unittest import mock
+
+    return mock.patch.dict(sys.modules, {"av": None})
+
+
+def _no_pyav() -> str | None:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return "PyAV is not installed (pip install 'srkit[video]')"
+    return None
+
+
+simple(
+    "cli-upscale-video-missing",
+    "cli",
+    "`srkit upscale` is given a video path that does not exist.",
+    "input '<tmp>/holiday.mp4' does not exist",
+    lambda ws: ["upscale", str(weights_copy(ws)), str(ws / "holiday.mp4"), "-o", str(ws / "out")],
+)
+
+
+@case(
+    "cli-upscale-not-a-video",
+    "cli",
+    "`srkit upscale` is given a file with a video extension that is not a video.",
+    "'<tmp>/notes.mp4' is not a video file srkit can read",
+    mask=(r"(?<=can read \().*(?=\)$)",),
+    skip=_no_pyav,
+)
+def _(ws: Path) -> list[str]:
+    (ws / "notes.mp4").write_text("shopping list\n" * 40)
+    return ["upscale", str(weights_copy(ws)), str(ws / "notes.mp4"), "-o", str(ws / "out")]
+
+
+@case(
+    "cli-upscale-video-without-pyav",
+    "cli",
+    "`srkit upscale` is given a video, but the video extra (PyAV) is not installed.",
+    "video '<tmp>/holiday.mp4' needs PyAV, which srkit's optional video extra installs: "
+    "pip install 'srkit[video]'",
+    context=_without_pyav,
+)
+def _(ws: Path) -> list[str]:
+    (ws / "holiday.mp4").write_bytes(bytes(64))
+    return ["upscale", str(weights_copy(ws)), str(ws / "holiday.mp4"), "-o", str(ws / "out")]
+
+
+@case(
+    "cli-upscale-video-codec",
+    "cli",
+    "`srkit upscale --codec` asks for a codec the video's container cannot hold.",
+    "a .webm file cannot hold h264 video ('<tmp>/out/clip.webm'); use --codec vp9",
+)
+def _(ws: Path) -> list[str]:
+    (ws / "clip.webm").write_bytes(bytes(64))
+    model = str(weights_copy(ws))
+    return ["upscale", model, str(ws / "clip.webm"), "-o", str(ws / "out"), "--codec", "h264"]
+
+
+@case(
+    "cli-compare-report-is-a-file",
+    "cli",
+    "`srkit compare -o` (or `srkit validate --report`) names a file.",
+    "report folder '<tmp>/report.html' is a file, not a folder",
+)
+def _(ws: Path) -> list[str]:
+    (ws / "report.html").write_text("an old page")
+    hr = str(images(ws / "hr", count=2, size=(32, 32)))
+    return ["compare", str(weights_copy(ws)), "--hr", hr, "-o", str(ws / "report.html")]
+
+
+CASES.extend(_CASES[_VIDEO_AND_REPORT_FIRST:])

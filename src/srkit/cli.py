@@ -1,4 +1,5 @@
-"""The ``srkit`` command line: train, upscale, export, validate, prepare, info, doctor, schema.
+"""The ``srkit`` command line: train, upscale, export, validate, compare, prepare, info, doctor,
+schema.
 
 User errors (:class:`srkit.errors.SrkitError`) print one line ``srkit: error: ...`` and exit with
 code 2; ``--debug`` shows the traceback instead. A few errors that are not bad inputs have their
@@ -74,15 +75,16 @@ def _export(args: argparse.Namespace) -> int:
     return export_command(args)
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _quality_setup(args: argparse.Namespace, bicubic: bool) -> dict[str, Any]:
+    """What ``srkit validate`` and ``srkit compare`` share: the models (bicubic first when
+    asked), their common scale, the device, LPIPS and the dataset. User errors raise here,
+    before anything is written."""
     import torch
 
     from srkit.data.datasets import SRDataset
-    from srkit.evaluation import BicubicUpscaler, evaluate_models, quality_csv, quality_table
+    from srkit.evaluation import BicubicUpscaler
     from srkit.weights import load_network
 
-    if not args.checkpoints and not args.bicubic:
-        raise SrkitError("srkit validate: name at least one model, or pass --bicubic")
     models: list[tuple[str, Any]] = [(str(path), load_network(path)) for path in args.checkpoints]
     scales = {int(getattr(model, "scale", 0) or 0) for _, model in models} - {0}
     if args.scale:
@@ -93,7 +95,7 @@ def _validate(args: argparse.Namespace) -> int:
     if not scales:
         raise SrkitError("cannot tell the model's scale; pass --scale")
     scale = scales.pop()
-    if args.bicubic:
+    if bicubic:
         models.insert(0, ("bicubic", BicubicUpscaler(scale)))
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     lpips = None
@@ -102,15 +104,50 @@ def _validate(args: argparse.Namespace) -> int:
 
         lpips = load_lpips(args.lpips, args.lpips_vgg, key="--lpips").to(device)
     dataset = SRDataset(hr_root=args.hr, lr_root=args.lr, scale=scale, patch_size=None)
-    results = evaluate_models(
-        models,
-        dataset,
-        scale=scale,
-        device=device,
-        crop_border=args.crop_border,
-        y_channel=not args.rgb,
-        lpips=lpips,
+    options = {"crop_border": args.crop_border, "y_channel": not args.rgb, "lpips": lpips}
+    return {"models": models, "dataset": dataset, "scale": scale, "device": device, **options}
+
+
+def _evaluate(args: argparse.Namespace, setup: dict[str, Any], report: Path | None) -> list:
+    """Evaluate the models; with ``report``, also write the comparison report there."""
+    from srkit.evaluation import evaluate_models
+
+    if report is None:
+        return evaluate_models(**setup)
+    from srkit.infer.report import report_facts, write_report
+
+    facts = report_facts(
+        args.hr,
+        args.lr,
+        setup["scale"],
+        setup["crop_border"] or setup["scale"],
+        setup["y_channel"],
+        setup["lpips"] is not None,
     )
+    results, page = write_report(report, facts=facts, **setup)
+    print(f"report: {page} (open {page.resolve().as_uri()})", file=sys.stderr)
+    return results
+
+
+def _print_table(args: argparse.Namespace, setup: dict[str, Any], results: list) -> None:
+    from srkit.evaluation import quality_table
+
+    print(quality_table(results))
+    scale, crop = setup["scale"], args.crop_border or setup["scale"]
+    print(f"({len(setup['dataset'])} images in {args.hr}, x{scale}, crop {crop})")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from srkit.evaluation import quality_csv
+
+    if not args.checkpoints and not args.bicubic:
+        raise SrkitError("srkit validate: name at least one model, or pass --bicubic")
+    if args.report is not None:
+        from srkit.infer.report import check_report_folder
+
+        check_report_folder(args.report)
+    setup = _quality_setup(args, bicubic=args.bicubic or args.report is not None)
+    results = _evaluate(args, setup, args.report)
     if args.per_image:
         keys = list(results[0][1].metrics)
         for name, result in results:
@@ -119,12 +156,20 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"  {'image':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
             for row in result.per_image:
                 print(f"  {row['name']!s:<{width}}  " + "  ".join(f"{row[k]:>9.4f}" for k in keys))
-    print(quality_table(results))
-    print(f"({len(dataset)} images in {args.hr}, x{scale}, crop {args.crop_border or scale})")
+    _print_table(args, setup, results)
     if args.csv:
         from srkit.fsutil import atomic_write_bytes
 
         atomic_write_bytes(args.csv, quality_csv(results).encode("utf-8"))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from srkit.infer.report import check_report_folder
+
+    check_report_folder(args.output)
+    setup = _quality_setup(args, bicubic=True)
+    _print_table(args, setup, _evaluate(args, setup, args.output))
     return 0
 
 
@@ -174,6 +219,36 @@ def _seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
     return value
+
+
+def _add_quality_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``srkit validate`` and ``srkit compare`` share."""
+    parser.add_argument("--hr", type=Path, required=True, help="folder of HR images")
+    parser.add_argument(
+        "--lr", type=Path, help="folder of matching LR images (default: bicubic from HR)"
+    )
+    parser.add_argument("--scale", type=int, help="scale, if the model does not say")
+    parser.add_argument(
+        "--crop-border", type=int, help="border crop before metrics (default: scale)"
+    )
+    parser.add_argument(
+        "--rgb", action="store_true", help="metrics on RGB instead of the Y channel"
+    )
+    parser.add_argument(
+        "--lpips",
+        type=Path,
+        metavar="LIN",
+        help="also report LPIPS (VGG); LIN = the LPIPS v0.1 linear layers (lin0..lin4)",
+    )
+    parser.add_argument(
+        "--lpips-vgg",
+        type=Path,
+        metavar="VGG16",
+        help="torchvision's vgg16-397923af.pth for --lpips (default: the torch hub cache)",
+    )
+    parser.add_argument(
+        "--cpu", action="store_true", help="run on the CPU even if a GPU is present"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,29 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="weights files or checkpoint folders (EMA weights preferred); one table row each",
     )
-    validate.add_argument("--hr", type=Path, required=True, help="folder of HR images")
-    validate.add_argument(
-        "--lr", type=Path, help="folder of matching LR images (default: bicubic from HR)"
-    )
-    validate.add_argument("--scale", type=int, help="scale, if the model does not say")
-    validate.add_argument(
-        "--crop-border", type=int, help="border crop before metrics (default: scale)"
-    )
-    validate.add_argument(
-        "--rgb", action="store_true", help="metrics on RGB instead of the Y channel"
-    )
-    validate.add_argument(
-        "--lpips",
-        type=Path,
-        metavar="LIN",
-        help="also report LPIPS (VGG); LIN = the LPIPS v0.1 linear layers (lin0..lin4)",
-    )
-    validate.add_argument(
-        "--lpips-vgg",
-        type=Path,
-        metavar="VGG16",
-        help="torchvision's vgg16-397923af.pth for --lpips (default: the torch hub cache)",
-    )
+    _add_quality_arguments(validate)
     validate.add_argument(
         "--bicubic", action="store_true", help="add a row for bicubic upscaling (the floor)"
     )
@@ -262,9 +315,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--csv", type=Path, help="also write every image's numbers and the means as CSV"
     )
     validate.add_argument(
-        "--cpu", action="store_true", help="run on the CPU even if a GPU is present"
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write the comparison report (as srkit compare) into DIR; adds the bicubic row",
     )
     validate.set_defaults(handler=_validate)
+
+    compare = commands.add_parser(
+        "compare",
+        help="comparison report: one HTML page with the metrics table and before/after sliders",
+    )
+    compare.add_argument(
+        "checkpoints",
+        type=Path,
+        nargs="+",
+        metavar="MODEL",
+        help="weights files or checkpoint folders to compare (with bicubic and HR)",
+    )
+    _add_quality_arguments(compare)
+    compare.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="REPORT_DIR",
+        help="folder for index.html, images/ and metrics.csv (open index.html in a browser)",
+    )
+    compare.set_defaults(handler=_compare)
 
     from srkit.data.prepare import add_prepare_arguments
 

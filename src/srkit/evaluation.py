@@ -19,6 +19,7 @@ Every number is a mean over images.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,11 +72,14 @@ def evaluate_generator(
     loss_terms: Sequence[Any] = (),
     views: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     lpips: nn.Module | None = None,
+    on_image: Callable[[int, Mapping[str, Any], torch.Tensor], None] | None = None,
 ) -> EvaluationResult:
     """Run ``network`` on every dataset item (dicts with ``lr``, ``hr``, ``name``).
 
     ``loss_terms`` (objects with ``name`` and ``generator_loss(StepTensors)``) are evaluated on
     ``lr``, ``hr`` and the network's named outputs, with ``views`` as the expression functions.
+    ``on_image(index, item, sr)`` receives every image-like SR output as measured (clamped,
+    8-bit levels; (1, 3, H, W)), e.g. to save it for the comparison report.
     """
     from srkit.losses.tensors import StepTensors
     from srkit.metrics.psnr_ssim import psnr, ssim
@@ -117,6 +121,8 @@ def evaluate_generator(
                     values["lpips"] = float(lpips(sr8, hr)[0])
                 if index < sheet_images:
                     triples.append((lr[0], sr8[0], hr[0]))
+                if on_image is not None:
+                    on_image(index, item, sr8)
             if loss_terms:
                 tensors = StepTensors({"lr": lr, "hr": hr, **outputs}, views or {})
                 with autocast():
@@ -154,11 +160,13 @@ def evaluate_models(
     crop_border: int | None = None,
     y_channel: bool = True,
     lpips: nn.Module | None = None,
+    on_image: Callable[[int, int, Mapping[str, Any], torch.Tensor], None] | None = None,
 ) -> list[tuple[str, EvaluationResult]]:
     """:func:`evaluate_generator` for each (name, network), one after another (each network is
-    moved to ``device`` for its turn only)."""
+    moved to ``device`` for its turn only). ``on_image(model_index, image_index, item, sr)``:
+    as in :func:`evaluate_generator`."""
     results = []
-    for name, model in models:
+    for model_index, (name, model) in enumerate(models):
         result = evaluate_generator(
             model.to(device),
             dataset,
@@ -167,6 +175,7 @@ def evaluate_models(
             crop_border=crop_border,
             y_channel=y_channel,
             lpips=lpips,
+            on_image=None if on_image is None else functools.partial(on_image, model_index),
         )
         model.cpu()
         results.append((name, result))

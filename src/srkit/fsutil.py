@@ -23,12 +23,18 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
-    """Create ``path`` by calling ``write(temporary_path)`` and renaming the result into place."""
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[Path], None], suffix: str = ".tmp"
+) -> None:
+    """Create ``path`` by calling ``write(temporary_path)`` and renaming the result into place.
+
+    ``suffix`` ends the temporary name: writers that pick the file format from the name (a
+    video muxer) need the real extension there, e.g. ``".tmp.mp4"``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        dir=path.parent, prefix=f".{path.name}.", suffix=suffix
     )
     os.close(handle)
     temporary = Path(temporary_name)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,13 @@ logger = logging.getLogger("srkit.data")
 LR_MARGIN = 2
 
 
-def find_images(root: str | os.PathLike[str]) -> list[Path]:
+def find_images(
+    root: str | os.PathLike[str], extensions: Collection[str] = IMAGE_EXTENSIONS
+) -> list[Path]:
     """Image files under ``root``, recursively, sorted by relative path.
 
-    Only :data:`srkit.data.io.IMAGE_EXTENSIONS` count (case-insensitive). Hidden files and
+    Only :data:`srkit.data.io.IMAGE_EXTENSIONS` count (case-insensitive), or the lower-case
+    ``extensions`` given (``srkit upscale`` adds video extensions). Hidden files and
     folders (name starting with ".") are skipped: they are editor/OS debris or srkit's own
     temporary files. Symbolic links to folders are followed. The order (by POSIX relative
     path) is the same on every platform, which keeps the sample order reproducible.
@@ -83,7 +87,7 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
         for file_name in files:
             if file_name.startswith("."):
                 continue
-            if Path(file_name).suffix.lower() in IMAGE_EXTENSIONS:
+            if Path(file_name).suffix.lower() in extensions:
                 path = Path(folder) / file_name
                 found.append((path.relative_to(root).as_posix(), path))
     found.sort(key=lambda pair: pair[0])

@@ -1,4 +1,4 @@
-"""``srkit upscale MODEL INPUT... -o OUT``: run a generator over image files, folders and globs.
+"""``srkit upscale MODEL INPUT... -o OUT``: run a generator over images and videos.
 
 Inputs are files, folders (searched recursively; the folder tree is kept under ``OUT``) and
 glob patterns, which srkit expands itself (``**`` included) so a quoted pattern works the same
@@ -13,8 +13,16 @@ is read at its bit depth with EXIF orientation applied, upscaled in blended tile
 * a file that cannot be read, upscaled or written is reported on one line naming it, and the
   rest continue.
 
-Exit status: 0 when every image was upscaled or skipped, 1 when some failed, 2 for user errors
-found before any work (unreadable model, missing input, output that is a file, bad options).
+Files with a video extension (:data:`srkit.infer.video.VIDEO_EXTENSIONS`) are videos: each is
+upscaled frame by frame into ``OUT/<relative path>`` with the same container (see
+:mod:`srkit.infer.video`: frames, timestamps, rotation and audio kept; ``--codec``, ``--crf``,
+``--batch``), atomically, with a progress bar in frames/s. Every video is opened and checked
+before any work, so a video that is not one, or a missing PyAV (the ``video`` extra), is a user
+error.
+
+Exit status: 0 when every input was upscaled or skipped, 1 when some failed, 2 for user errors
+found before any work (unreadable model, missing input, output that is a file, bad options, a
+video file that is not a video, PyAV missing for a video).
 
 Importing this module is cheap (no torch), so ``srkit --help`` stays fast.
 """
@@ -22,16 +30,19 @@ Importing this module is cheap (no torch), so ``srkit --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from srkit.errors import CheckpointError, SrkitError
+from srkit.infer.video import CODECS, DEFAULT_BATCH, is_video_file
 
 log = logging.getLogger("srkit.infer")
 
@@ -67,7 +78,7 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image files, folders (recursive) or glob patterns",
+        help="image or video files, folders (recursive) or glob patterns",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument(
@@ -93,7 +104,10 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile", action="store_true", help="torch.compile the model (pays off on many images)"
     )
     parser.add_argument(
-        "--format", choices=sorted(FORMATS), default="png", help="output format (default png)"
+        "--format",
+        choices=sorted(FORMATS),
+        default="png",
+        help="output format of images (default png; videos keep their container)",
     )
     parser.add_argument(
         "--quality", type=int, help="JPEG/WebP quality 1-100 (WebP: lossless if unset)"
@@ -112,6 +126,24 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="SRG2 models: also write switch attention pictures (argmax, max weight) here",
     )
+    video = parser.add_argument_group("videos (needs the video extra: pip install 'srkit[video]')")
+    video.add_argument(
+        "--codec",
+        choices=sorted(CODECS),
+        help="video codec: h264 (default; libx264), h265 (libx265), vp9 (default for .webm)",
+    )
+    video.add_argument(
+        "--crf",
+        type=int,
+        help="constant quality, lower is better: 0-51 for h264/h265 (default 18/20), "
+        "0-63 for vp9 (default 24)",
+    )
+    video.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULT_BATCH,
+        help=f"frames per network call (default {DEFAULT_BATCH}; --tile auto lowers it to fit)",
+    )
     parser.add_argument(
         "--cpu", action="store_true", help="run on the CPU even if a GPU is present"
     )
@@ -120,10 +152,15 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class Job:
-    """One image to upscale: where it is and where its outputs go (relative to the roots)."""
+    """One image or video to upscale: where it is and where its outputs go (relative to the
+    roots)."""
 
     source: Path
     relative: Path
+
+    @property
+    def is_video(self) -> bool:
+        return is_video_file(self.source)
 
 
 def _has_glob(text: str) -> bool:
@@ -142,7 +179,7 @@ def _glob_base(pattern: str) -> Path:
 
 
 def collect_inputs(inputs: list[str]) -> list[Job]:
-    """Every image named by ``inputs``, with the relative path its output keeps.
+    """Every image and video named by ``inputs``, with the relative path its output keeps.
 
     A file keeps its name; a folder's images keep their path below the folder; a glob's
     matches keep their path below the pattern's fixed leading folders. Files named twice are
@@ -150,10 +187,13 @@ def collect_inputs(inputs: list[str]) -> list[Job]:
 
     Raises:
         InputError: an input that does not exist, a pattern that matches nothing, or no image
-            at all.
+            or video at all.
     """
     from srkit.data.datasets import find_images
-    from srkit.data.io import is_image_file
+    from srkit.data.io import IMAGE_EXTENSIONS, is_image_file
+    from srkit.infer.video import VIDEO_EXTENSIONS
+
+    media = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
     jobs: list[Job] = []
     seen: set[Path] = set()
@@ -167,7 +207,7 @@ def collect_inputs(inputs: list[str]) -> list[Job]:
     for text in inputs:
         item = Path(os.path.expanduser(text))
         if item.is_dir():
-            for file in find_images(item):
+            for file in find_images(item, media):
                 add(file, file.relative_to(item))
         elif item.is_file():
             add(item, Path(item.name))
@@ -177,24 +217,25 @@ def collect_inputs(inputs: list[str]) -> list[Job]:
             count = 0
             for match in map(Path, matches):
                 if match.is_dir():
-                    for file in find_images(match):
+                    for file in find_images(match, media):
                         add(file, file.relative_to(base))
                         count += 1
-                elif match.is_file() and is_image_file(match):
+                elif match.is_file() and (is_image_file(match) or is_video_file(match)):
                     add(match, match.relative_to(base))
                     count += 1
             if count == 0:
-                raise InputError(f"pattern '{text}' matches no image files")
+                raise InputError(f"pattern '{text}' matches no image or video files")
         else:
             raise InputError(f"input '{text}' does not exist")
     if not jobs:
-        raise InputError(f"no image files found in {', '.join(repr(t) for t in inputs)}")
+        raise InputError(f"no image or video files found in {', '.join(repr(t) for t in inputs)}")
     return jobs
 
 
 def output_path(root: Path, relative: Path, fmt: str, suffix: str = "") -> Path:
-    """Where the upscaled ``relative`` image goes."""
-    return root / relative.parent / f"{relative.stem}{suffix}{FORMATS[fmt]}"
+    """Where the upscaled ``relative`` image goes (a video keeps its own extension)."""
+    extension = relative.suffix if is_video_file(relative) else FORMATS[fmt]
+    return root / relative.parent / f"{relative.stem}{suffix}{extension}"
 
 
 def _check_collisions(jobs: list[Job], targets: list[Path]) -> None:
@@ -223,9 +264,12 @@ def upscale_command(args: argparse.Namespace) -> int:
         raise SrkitError(f"--quality must be 1-100, got {args.quality}")
     if args.overlap < 0:
         raise SrkitError(f"--overlap must be >= 0, got {args.overlap}")
+    if args.batch < 1:
+        raise SrkitError(f"--batch must be at least 1, got {args.batch}")
     jobs = collect_inputs(args.inputs)
     targets = [output_path(output, job.relative, args.format, args.suffix) for job in jobs]
     _check_collisions(jobs, targets)
+    videos = _check_videos(args, jobs, targets)
 
     import torch
 
@@ -253,7 +297,112 @@ def upscale_command(args: argparse.Namespace) -> int:
             f"--attention-maps: the {arch} model '{args.model}' has no attention outputs "
             "(only switched generators such as srg2 do)"
         )
-    return _run_jobs(args, model, jobs, targets)
+    images = [index for index, job in enumerate(jobs) if not job.is_video]
+    status = 0
+    if images:
+        status = _run_jobs(args, model, [jobs[i] for i in images], [targets[i] for i in images])
+    if videos:
+        status = max(status, _run_videos(args, model, videos))
+    return status
+
+
+def _check_videos(
+    args: argparse.Namespace, jobs: list[Job], targets: list[Path]
+) -> list[tuple[Job, Path, Any]]:
+    """The video jobs with their :class:`~srkit.infer.video.VideoInfo`, each checked (PyAV present, a readable video, codec and crf possible)
+    before any work; a problem is a user error."""
+    from srkit.infer.video import check_codec, probe_video
+
+    videos = []
+    for job, target in zip(jobs, targets, strict=True):
+        if not job.is_video:
+            continue
+        check_codec(target, args.codec, args.crf)
+        info = probe_video(job.source)
+        if job.source.resolve() == target.resolve():
+            raise SrkitError(f"'{job.source}' would be overwritten by its upscaled version")
+        videos.append((job, target, info))
+    return videos
+
+
+def _run_videos(args: argparse.Namespace, model: Any, videos: list[tuple[Job, Path, Any]]) -> int:
+    """Upscale each video (atomically; SIGTERM and Ctrl-C remove the partial file)."""
+    from tqdm import tqdm
+
+    from srkit.infer.video import VideoError, upscale_video
+
+    if args.attention_maps is not None:
+        log.warning("--attention-maps: not written for videos")
+    failed = done = skipped = 0
+    for job, target, info in videos:
+        if target.exists() and not args.overwrite:
+            skipped += 1
+            continue
+        bar = tqdm(
+            desc=job.relative.name,
+            total=info.expected_frames,
+            unit="frame",
+            disable=True if args.quiet else None,  # None: only on a terminal
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+        def progress(frames: int, total: int | None, bar: Any = bar) -> None:
+            if total and bar.total != max(total, frames):
+                bar.total = max(total, frames)
+            bar.update(frames - bar.n)
+
+        try:
+            with bar, _sigterm_as_interrupt():
+                result = upscale_video(
+                    model,
+                    job.source,
+                    target,
+                    tile=args.tile,
+                    overlap=args.overlap,
+                    precision=args.precision,
+                    batch=args.batch,
+                    codec=args.codec,
+                    crf=args.crf,
+                    on_frame=progress,
+                )
+        except (VideoError, OSError, RuntimeError, ValueError, MemoryError) as error:
+            failed += 1
+            message = _first_line(error)
+            if str(job.source) not in message:
+                message = f"'{job.source}': {message}"
+            print(f"srkit: error: {message}", file=sys.stderr)
+            continue
+        done += 1
+        if not args.quiet:
+            print(f"srkit: {target}: {result.summary()}", file=sys.stderr)
+    if skipped and not args.quiet:
+        print(
+            f"srkit: {skipped} video(s) skipped (already there; --overwrite replaces)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a video is written, SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so the
+    partial file is removed before the process exits (with status 130)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _has_attention(model: Any, device: Any) -> bool:
