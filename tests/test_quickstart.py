@@ -1,4 +1,5 @@
-"""The quickstart end to end (slow: about three minutes of training on 2 CPU cores)."""
+"""The quickstart: its photo sets, its report script, and (slow: about three minutes of
+training on 2 CPU cores) the whole run against bicubic on the held-out photos."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from repo_scripts import load_script
+from srkit import demo
 from srkit.config import load_config, validate_config
 from srkit.train.trainer import Trainer
 
@@ -15,6 +17,41 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _load_report():
     return load_script("scripts/quickstart_report.py", "report")
+
+
+def test_the_photo_sets_are_disjoint():
+    """Training, tuning and held-out photos never share a photo (or the stereo pair's scene)."""
+    sets = [set(demo.TRAIN_PHOTOS), set(demo.TUNING_PHOTOS), set(demo.HELD_OUT_PHOTOS)]
+    assert sum(map(len, sets)) == len(set.union(*sets))
+    scenes = [{name.removesuffix("_left").removesuffix("_right") for name in s} for s in sets]
+    assert sum(map(len, scenes)) == len(set.union(*scenes))
+    assert len(demo.HELD_OUT_PHOTOS) >= 4  # the report is a mean over several photos
+
+
+def test_every_photo_loads_without_network(monkeypatch):
+    """No quickstart photo is one of scikit-image's downloaded (pooch) data sets."""
+    pytest.importorskip("skimage", reason="the quickstart photos come from scikit-image")
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise OSError("network access in the quickstart photos")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    for name in demo.TRAIN_PHOTOS + demo.TUNING_PHOTOS + demo.HELD_OUT_PHOTOS:
+        pixels = demo._load(name)
+        assert pixels.dtype.name == "uint8" and pixels.ndim in (2, 3), name
+        assert min(pixels.shape[:2]) >= 128, name
+
+
+def test_demo_refuses_a_folder_with_other_photos(tmp_path):
+    """A data folder from an older quickstart (whose training photos are now held out) is not
+    silently mixed with the new sets."""
+    pytest.importorskip("skimage", reason="the quickstart photos come from scikit-image")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / f"{demo.HELD_OUT_PHOTOS[0]}.png").write_bytes(b"")
+    with pytest.raises(demo.SrkitError, match=f"{demo.HELD_OUT_PHOTOS[0]}.png.*delete"):
+        demo.write_demo_photos(tmp_path)
 
 
 def test_quickstart_report_runs_on_a_tiny_run(make_config, image_folders, tmp_path, capsys):
