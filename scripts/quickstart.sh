@@ -2,8 +2,8 @@
 # The README's first command: set up srkit in .venv and run the quickstart end to end.
 #   1. create .venv (Python >= 3.10) and install torch (CPU build) + srkit with its demo extra
 #   2. write the quickstart photos (bundled with scikit-image, no download) to data/quickstart
-#   3. train configs/quickstart.yml (about 3 minutes on 2 CPU cores)
-#   4. upscale the held-out photo's LR with the trained model and compare with bicubic
+#   3. train configs/quickstart.yml (a few minutes on 2 CPU cores)
+#   4. upscale the held-out photos' LR with the trained model and compare each with bicubic
 # Re-running continues an interrupted run (--resume auto) and reuses .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
