@@ -8,13 +8,12 @@ show that spot, drags its slider to ``--slider``, and saves the top ``--height``
 ``--width``-wide window (``--right`` picks the slider's right-hand version first). A PNG
 larger than ``--max-kb`` is reduced to 256 colours.
 
-docs/compare-report.png was made this way from the quickstart data (``python -m srkit.demo``) and
-the generators of steps 30 and 60 of a 60-step quickstart run (both still below bicubic)::
+docs/compare-report.png was made this way from the quickstart (README command 1: its five
+held-out photos and the EMA generators of steps 1200 and 1800, copied to short names)::
 
-    srkit train configs/quickstart.yml --set train.iterations=60 --set "train.schedule.periods=[60]" \\
-        --set train.schedule.warmup=10 --set logging.checkpoint_every=30
-    srkit compare experiments/quickstart/checkpoints/step_00000030/generator.safetensors \\
-        experiments/quickstart/checkpoints/step_00000060/generator.safetensors \\
+    cp experiments/quickstart/checkpoints/step_00001200/generator_ema.safetensors /tmp/quickstart_1200.safetensors
+    cp experiments/quickstart/checkpoints/step_00001800/generator_ema.safetensors /tmp/quickstart_1800.safetensors
+    srkit compare /tmp/quickstart_1200.safetensors /tmp/quickstart_1800.safetensors \\
         --hr data/quickstart/val -o /tmp/report
     python scripts/report_screenshot.py /tmp/report/index.html docs/compare-report.png \\
         --spot 0.42,0.35 --right m2
