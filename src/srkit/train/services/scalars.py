@@ -3,6 +3,7 @@ learning rates, network statistics and speed, to the console, TensorBoard and me
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +16,6 @@ from srkit.train.services.base import Service, StepDone, every
 
 if TYPE_CHECKING:
     from srkit.train.trainer import Trainer
-
-import logging
 
 log = logging.getLogger("srkit.train")
 
