@@ -21,6 +21,7 @@ to fp32, which runs everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from dataclasses import dataclass
@@ -49,27 +50,28 @@ class Choice:
     reason: str
 
 
+def _cpuinfo_lines() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` of /proc/cpuinfo (None where there is none)."""
+    for line in _cpuinfo_lines():
+        if line.startswith(name):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+    return set((_cpuinfo_field("flags") or "").split())
 
 
 def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return platform.processor() or platform.machine()
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def cpu_has_native_bf16() -> bool:
@@ -140,3 +142,12 @@ def cuda_devices() -> list[str]:
         memory = properties.total_memory / 2**30
         devices.append(f"cuda:{index} {properties.name} (sm {major}.{minor}, {memory:.0f} GiB)")
     return devices
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast for bf16/fp16 (weights stay fp32; numerically fragile ops stay fp32); nothing
+    for fp32. Training and inference both run their forward passes under it."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -31,7 +31,6 @@ under ``torch.inference_mode``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
 from collections.abc import Callable
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srkit.errors import SrkitError
+from srkit.hardware import precision_context
 from srkit.infer.tiling import auto_tile, split_output, tile_alignment, tiled_forward
 
 log = logging.getLogger("srkit.infer")
@@ -178,14 +178,6 @@ def model_is_channels_last(model: nn.Module) -> bool:
                 parameter.is_contiguous()
             )
     return False
-
-
-def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast for bf16/fp16 (weights stay fp32; numerically fragile ops stay fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def element_bytes(precision: str) -> int:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from srkit.evaluation import named_outputs
+from srkit.hardware import precision_context
 from srkit.losses.base import LossTerm
 from srkit.losses.tensors import StepTensors, View
 from srkit.train.distributed import ProcessGroup
@@ -76,14 +77,6 @@ def _as_float(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         return value.float()
     return value
-
-
-def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast for ``train.precision`` (bf16/fp16), nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
