@@ -516,6 +516,20 @@ simple(
     setting(("networks.generator", {"type": "srg2", "nf": 8, "mux_filters": 30})),
 )
 simple(
+    "config-network-spsr_switched-out-of-range",
+    "config",
+    "A switched SPSR whose gradient switch has no transforms to choose from.",
+    "networks.generator.grad_transforms: input should be greater than 0, got 0",
+    setting(("networks.generator", {"type": "spsr_switched", "nf": 8, "grad_transforms": 0})),
+)
+simple(
+    "config-network-spsr3-out-of-range",
+    "config",
+    "An SPSR3 whose reference encoder has width 0.",
+    "networks.generator.ref_nf: input should be greater than 0, got 0",
+    setting(("networks.generator", {"type": "spsr3", "nf": 8, "ref_nf": 0})),
+)
+simple(
     "config-network-vgg-out-of-range",
     "config",
     "A VGG discriminator with a hidden layer of width 0.",
@@ -1058,6 +1072,25 @@ def _(ws: Path) -> list[str]:
         "--hr",
         str(images(ws / "hr")),
     ]
+
+
+@case(
+    "cli-export-onnx-reference-generator",
+    "cli",
+    "`srkit export --onnx` is given an SPSR3 model, which takes a whole-image reference besides "
+    "the image.",
+    "ONNX export covers generators whose only input is the image",
+)
+def _(ws: Path) -> list[str]:
+    from srkit.nets.registry import build_network
+    from srkit.weights import save_weights
+
+    network = build_network(
+        "spsr3", nf=8, transforms=2, grad_transforms=1, trans_layers=1, mux_filters=8,
+        reductions=1, ref_size=16, ref_nf=4, ref_reductions=1, scale=2,
+    )  # fmt: skip
+    save_weights(ws / "spsr3.safetensors", network)
+    return ["export", str(ws / "spsr3.safetensors"), "--onnx", str(ws / "out" / "spsr3.onnx")]
 
 
 simple(

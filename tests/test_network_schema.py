@@ -23,6 +23,7 @@ from srkit.config import (
     section_arguments,
     validate_config,
 )
+from srkit.data.reference import whole_image_inputs
 from srkit.errors import ConfigError
 from srkit.nets import constraints
 from srkit.nets.constraints import (
@@ -181,9 +182,10 @@ def test_smallest_allowed_values_build_and_run(name):
     assert argument_problems(entry, arguments) == []
     torch.manual_seed(0)
     module = build_network(name, **arguments).eval()
-    channels = arguments.get("in_channels", 3)
+    image = torch.rand(2, arguments.get("in_channels", 3), 32, 32)
     with torch.no_grad():
-        output = module(torch.rand(2, channels, 32, 32))
+        # Generators with extra inputs (SPSR3's reference) get them built from the image.
+        output = module(image, **whole_image_inputs(module, image))
     output = output["sr"] if isinstance(output, dict) else output
     assert output.shape[0] == 2 and torch.isfinite(output).all()
 

@@ -81,6 +81,7 @@ def evaluate_generator(
     ``on_image(index, item, sr)`` receives every image-like SR output as measured (clamped,
     8-bit levels; (1, 3, H, W)), e.g. to save it for the comparison report.
     """
+    from srkit.data.reference import whole_image_inputs
     from srkit.losses.tensors import StepTensors
     from srkit.metrics.psnr_ssim import psnr, ssim
 
@@ -97,8 +98,11 @@ def evaluate_generator(
             item = dataset[index]
             lr = item["lr"][None].to(device)
             hr = item["hr"][None].to(device)
+            # A generator that sees the whole image (SPSR3) gets its reference from the whole
+            # validation image, as at inference.
+            extra = whole_image_inputs(network, lr)
             with autocast():
-                outputs = named_outputs(network(prepare_input(lr)))
+                outputs = named_outputs(network(prepare_input(lr), **extra))
             outputs = {
                 key: value.float() if isinstance(value, torch.Tensor) else value
                 for key, value in outputs.items()

@@ -1,7 +1,10 @@
 """Super-resolution datasets: paired HR/LR folders or HR-only folders with LR made on the fly.
 
 :class:`SRDataset` is a ``torch.utils.data.Dataset`` whose items are
-``{"lr": (3, h, w), "hr": (3, h*scale, w*scale), "name": str}`` float32 tensors in [0, 1].
+``{"lr": (3, h, w), "hr": (3, h*scale, w*scale), "name": str}`` float32 tensors in [0, 1]; with
+``reference_size`` also the whole-image reference of the patch, ``"ref"`` and ``"ref_center"``
+(:mod:`srkit.data.reference`; made from the whole LR image, or from the whole HR image when LR
+is made on the fly, and flipped/rotated with the patch).
 
 Design points:
 
@@ -131,6 +134,8 @@ class SRDataset(Dataset):
             paired mode, where LR comes from files.
         cache_images: keep decoded images in memory (per process; not shared with workers,
             and not pickled).
+        reference_size: also give each item the whole-image reference of its patch at this
+            size (``ref``, ``ref_center``; for generators such as SPSR3); None: no reference.
 
     Raises:
         DataError: missing folder, no usable image, HR without LR partner, size mismatch of a
@@ -149,6 +154,7 @@ class SRDataset(Dataset):
         name: str | None = None,
         quantize_lr: bool = True,
         cache_images: bool = False,
+        reference_size: int | None = None,
     ) -> None:
         if int(scale) != scale or scale < 1:
             raise DataError(f"scale must be a positive integer, got {scale}")
@@ -162,6 +168,7 @@ class SRDataset(Dataset):
         self.rotations = rotations
         self.quantize_lr = quantize_lr
         self.cache_images = cache_images
+        self.reference_size = reference_size
         self.name = name or Path(self.hr_root).name or self.hr_root
         self.min_size = max(min_size or 0, patch_size or self.scale)
         self.skipped: list[tuple[str, str]] = []
@@ -370,9 +377,10 @@ class SRDataset(Dataset):
         else:
             lr_patch = self._downscale_region(hr, top, left, patch_height, patch_width)
 
+        turns = None
         if rng is not None:
             # Always draw all three so the stream of draws does not depend on the options.
-            horizontal, vertical, quarter_turns = (
+            horizontal, vertical, quarter_turns = turns = (
                 bool(rng.integers(2)),
                 bool(rng.integers(2)),
                 int(rng.integers(4)),
@@ -387,11 +395,24 @@ class SRDataset(Dataset):
             if self.rotations and quarter_turns:
                 hr_patch = np.rot90(hr_patch, quarter_turns)
                 lr_patch = np.rot90(lr_patch, quarter_turns)
-        return {
+        item = {
             "lr": _to_tensor(lr_patch),
             "hr": _to_tensor(hr_patch),
             "name": self._samples[index].name,
         }
+        if self.reference_size:
+            from srkit.data.reference import patch_reference
+
+            # The whole LR image, or (LR made on the fly) the whole HR image, with the box in
+            # its pixels: the reference only needs the box's place, not its resolution.
+            source, factor = (lr, 1) if lr is not None else (hr, scale)
+            box = (top * factor, left * factor, patch_height * factor, patch_width * factor)
+            item.update(
+                patch_reference(
+                    _to_tensor(source), box, self.reference_size, turns, self.flips, self.rotations
+                )
+            )
+        return item
 
     def _downscale_region(
         self, hr: np.ndarray, top: int, left: int, height: int, width: int
@@ -496,9 +517,11 @@ def _crop_and_augment(
     rng: np.random.Generator | None,
     flips: bool,
     rotations: bool,
-) -> np.ndarray:
+) -> tuple[np.ndarray, tuple[int, int, int, int], Any]:
     """A square ``size`` patch of one image, random with ``rng`` (else centred), with random
-    flips/rotations (with ``rng``); draws the same number of values whatever the options."""
+    flips/rotations (with ``rng``); draws the same number of values whatever the options.
+    Returns (patch, its (top, left, size, size) box, the drawn (horizontal, vertical,
+    quarter_turns) or None)."""
     height, width = image.shape[:2]
     if rng is None:
         top, left = (height - size) // 2, (width - size) // 2
@@ -506,8 +529,9 @@ def _crop_and_augment(
         top = int(rng.integers(0, height - size + 1))
         left = int(rng.integers(0, width - size + 1))
     patch = image[top : top + size, left : left + size]
+    turns = None
     if rng is not None:
-        horizontal, vertical, quarter_turns = (
+        horizontal, vertical, quarter_turns = turns = (
             bool(rng.integers(2)),
             bool(rng.integers(2)),
             int(rng.integers(4)),
@@ -519,7 +543,7 @@ def _crop_and_augment(
                 patch = patch[::-1]
         if rotations and quarter_turns:
             patch = np.rot90(patch, quarter_turns)
-    return patch
+    return patch, (top, left, size, size), turns
 
 
 class UnpairedDataset(Dataset):
@@ -542,6 +566,8 @@ class UnpairedDataset(Dataset):
         flips: random horizontal and vertical flips.
         rotations: random 90° rotations.
         cache_images: keep decoded images in memory (per process, not pickled).
+        reference_size: also give each item the whole-LR-image reference of its LR patch at
+            this size (``ref``, ``ref_center``, see :mod:`srkit.data.reference`).
 
     Raises:
         DataError: a missing folder, a folder without a usable image, or ``patch_size`` not a
@@ -557,9 +583,11 @@ class UnpairedDataset(Dataset):
         flips: bool = True,
         rotations: bool = True,
         cache_images: bool = False,
+        reference_size: int | None = None,
     ) -> None:
         if patch_size < 1 or patch_size % scale:
             raise DataError(f"patch_size {patch_size} is not a positive multiple of scale {scale}")
+        self.reference_size = reference_size
         self.scale = int(scale)
         self.patch_size = patch_size
         self.flips = flips
@@ -602,13 +630,24 @@ class UnpairedDataset(Dataset):
         lr_index, lr = self.lr_images.load(index)
         _, hr = self.hr_images.load(hr_index % len(self.hr_images))
         size = self.patch_size
-        lr_patch = _crop_and_augment(lr, size // self.scale, rng, self.flips, self.rotations)
-        hr_patch = _crop_and_augment(hr, size, rng, self.flips, self.rotations)
-        return {
+        lr_patch, box, turns = _crop_and_augment(
+            lr, size // self.scale, rng, self.flips, self.rotations
+        )
+        hr_patch, _, _ = _crop_and_augment(hr, size, rng, self.flips, self.rotations)
+        item = {
             "lr": _to_tensor(lr_patch),
             "hr": _to_tensor(hr_patch),
             "name": self.lr_images.names[lr_index],
         }
+        if self.reference_size:
+            from srkit.data.reference import patch_reference
+
+            item.update(
+                patch_reference(
+                    _to_tensor(lr), box, self.reference_size, turns, self.flips, self.rotations
+                )
+            )
+        return item
 
     def __repr__(self) -> str:
         return (

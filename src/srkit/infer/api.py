@@ -188,17 +188,22 @@ def element_bytes(precision: str) -> int:
 def make_forward(
     model: nn.Module, precision: str, device: torch.device
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor] | None]]:
-    """The per-tile forward used by :func:`tiled_forward`: precision, then (sr, attention)."""
+    """The per-tile forward used by :func:`tiled_forward`: precision, then (sr, attention);
+    keyword tensors (a tile's extra inputs) go to the model too."""
 
     dtype = model_dtype(model)
     # Weights already in bf16/fp16 (prepare_for_inference): feed that dtype, no autocast.
     context = precision if dtype == torch.float32 else "fp32"
     layout = torch.channels_last if model_is_channels_last(model) else torch.contiguous_format
 
-    def forward(tile: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    def forward(tile: torch.Tensor, **extra: torch.Tensor) -> tuple[torch.Tensor, Any]:
         tile = tile.to(device, dtype).contiguous(memory_format=layout)
+        extra = {
+            name: value.to(device, dtype) if value.is_floating_point() else value.to(device)
+            for name, value in extra.items()
+        }
         with torch.inference_mode(), precision_context(context, device):
-            sr, attention = split_output(model(tile))
+            sr, attention = split_output(model(tile, **extra))
         # Plain tensors from here on (an inference tensor cannot be changed in place outside
         # inference mode, and the caller clamps the result in place).
         return sr.clone(), [a.clone() for a in attention] if attention else attention
@@ -259,8 +264,21 @@ def upscale_tensor(
             raise SrkitError(
                 f"the model takes {in_channels}-channel images; cannot feed it {count} channels"
             )
+        from srkit.data.reference import tile_inputs
+
+        batch = batch.to(device)
         sr, maps = tiled_forward(
-            forward, batch.to(device), scale, tile, overlap, alignment, want_attention, on_tile
+            forward,
+            batch,
+            scale,
+            tile,
+            overlap,
+            alignment,
+            want_attention,
+            on_tile,
+            # A generator that sees the whole image (SPSR3): the reference of the whole input,
+            # each tile with its own mask and centre.
+            tile_inputs(model, batch),
         )
         if in_channels == 1 and count != 1:
             sr = sr.reshape(planes.shape[0], count, height * scale, width * scale)

@@ -138,8 +138,14 @@ def export_onnx(
 
     import torch
 
+    from srkit.data.reference import extra_inputs
     from srkit.infer.api import model_channels
 
+    if extra_inputs(model):
+        raise ExportError(
+            f"the model takes {', '.join(extra_inputs(model))} besides the image (a whole-image "
+            "reference); ONNX export covers generators whose only input is the image"
+        )
     if exporter not in ("torchscript", "dynamo"):
         raise ExportError(f"unknown ONNX exporter '{exporter}'; use torchscript or dynamo")
     if exporter == "torchscript" and not _legacy_exporter_available():

@@ -28,11 +28,17 @@ outputs are blended back together:
   512x384 test photo.
 * **Attention maps** (SRG2) are at input resolution; they are stitched the same way with the
   ramps at input resolution, so a stitched map is still a per-pixel distribution.
+* **Extra inputs** (SPSR3's whole-image reference): ``tile_inputs(box)`` gives each tile's
+  keyword inputs from its box in the whole image, so every tile sees the same whole image with
+  its own mask and centre (:func:`srkit.data.reference.tile_inputs`).
 
-Networks with global statistics (GroupNorm over the whole map, as in SRG2's switch
-multiplexers) compute them per tile, so tiling changes their output slightly more than it
-changes convolution-only networks (RRDB, SPSR). ``--tile auto`` runs whole images whenever they
-fit, which avoids that in the common case.
+Networks with global statistics (GroupNorm over the whole map, as in the switch multiplexers of
+SRG2 and the switched SPSRs) compute them per tile, so tiling changes their output more than it
+changes convolution-only networks (RRDB, SPSR): a trained switch's attention is sharp, and the
+shifted logits pick other transforms. Measured on a switched SPSR trained 600 steps (96x96 LR,
+tile 48, overlap 16): up to 37/255, mean 0.75/255; with the untiled run's GroupNorm statistics
+given to every tile, 3/255 (benchmarks/RESULTS.md, issue 20). ``--tile auto`` runs whole images
+whenever they fit, which avoids that in the common case.
 
 Memory for ``--tile auto`` is estimated by :func:`activation_bytes_per_pixel`.
 
@@ -79,6 +85,8 @@ def tile_alignment(model: nn.Module) -> int:
     networks are translation-equivariant (alignment 1).
     """
     alignment = int(getattr(model, "unshuffle_factor", 1) or 1)
+    # Networks that know their grid say so (switched SPSR: 2 ** multiplexer reductions).
+    alignment = max(alignment, int(getattr(model, "input_alignment", 1) or 1))
     arch = getattr(model, "srkit_arch", None) or {}
     if arch.get("type") == "srg2":
         alignment = max(alignment, 2 ** int(arch.get("reductions", 2)))
@@ -196,6 +204,7 @@ def tiled_forward(
     alignment: int = 1,
     want_attention: bool = False,
     on_tile: Callable[[int, int], None] | None = None,
+    tile_inputs: Callable[[tuple[int, int, int, int]], dict] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """Upscale ``image`` (N, C, H, W) in blended tiles: (SR float32 on the CPU, attention).
 
@@ -208,14 +217,17 @@ def tiled_forward(
         alignment: tile grid, see :func:`tile_alignment`.
         want_attention: also stitch the attention maps (N, H, W, n) the network returns.
         on_tile: called as ``on_tile(done, total)`` after each tile (progress display).
+        tile_inputs: ``(top, left, height, width) -> dict`` of extra keyword inputs for
+            ``forward`` per tile (see the module docstring); None: ``forward(tile)`` only.
 
     The SR result is unclamped; the attention maps (when wanted and present) are float32 on
     the CPU.
     """
     batch, _, height, width = image.shape
     plan = plan_tiles(height, width, tile, overlap, alignment)
+    extra = tile_inputs or (lambda box: {})
     if plan.count == 1:
-        sr, attention = forward(image)
+        sr, attention = forward(image, **extra((0, 0, height, width)))
         _check_size(sr, height, width, scale)
         if on_tile:
             on_tile(1, 1)
@@ -231,8 +243,11 @@ def tiled_forward(
         for left, right in plan.cols:
             # A tile is a strided view; convolutions on it run several times slower than on
             # a contiguous copy (measured 8x on the CPU), so copy it.
-            sr, attention = forward(image[:, :, top:bottom, left:right].contiguous())
             tile_h, tile_w = bottom - top, right - left
+            sr, attention = forward(
+                image[:, :, top:bottom, left:right].contiguous(),
+                **extra((top, left, tile_h, tile_w)),
+            )
             _check_size(sr, tile_h, tile_w, scale)
             if output is None:
                 output = torch.zeros(
@@ -324,8 +339,10 @@ def activation_bytes_per_pixel(model: nn.Module, device: torch.device, element_b
     channels = int((getattr(model, "srkit_arch", None) or {}).get("in_channels", 3))
     handles = [module.register_forward_hook(hook) for module in model.modules()]
     try:
+        from srkit.data.reference import whole_image_inputs
+
         probe = torch.zeros(1, channels, side, side, device=device)
-        sr, _ = split_output(model(probe))
+        sr, _ = split_output(model(probe, **whole_image_inputs(model, probe)))
         largest = max(largest, sr.numel())
     finally:
         for handle in handles:

@@ -409,6 +409,7 @@ def _has_attention(model: Any, device: Any) -> bool:
     """Whether the model's output carries attention maps (one tiny forward pass)."""
     import torch
 
+    from srkit.data.reference import whole_image_inputs
     from srkit.infer.api import model_channels, model_dtype
     from srkit.infer.tiling import split_output, tile_alignment
 
@@ -416,7 +417,7 @@ def _has_attention(model: Any, device: Any) -> bool:
     shape = (1, model_channels(model)[0], side, side)
     probe = torch.zeros(shape, device=device, dtype=model_dtype(model))
     with torch.no_grad():
-        _, attention = split_output(model(probe))
+        _, attention = split_output(model(probe, **whole_image_inputs(model, probe)))
     return bool(attention)
 
 

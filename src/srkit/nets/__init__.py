@@ -9,6 +9,7 @@ from srkit.nets import (  # noqa: F401  (registers)
     rrdb,
     spsr,
     srg2,
+    switched_spsr,
     vgg,
 )
 from srkit.nets.registry import build_network, detect_network, network_names

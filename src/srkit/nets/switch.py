@@ -13,6 +13,15 @@ discriminator. Given features x (N, C, h, w), a :class:`Switch` computes::
 
 and returns ``(out, attention)`` with attention as (N, h, w, n).
 
+``forward(x, identity=..., mux_input=..., context=...)`` generalises this for the switched SPSR
+generators: the residual adds ``identity`` instead of ``x`` (the join switch mixes the
+concatenated gradient and feature paths but keeps the feature path as its mainline), the
+multiplexer reads ``mux_input`` instead of ``x``, and a per-image ``context`` vector (SPSR3's
+reference) is added, through learned linear maps, after the first conv of every transform and of
+the multiplexer: inside the branches only (:mod:`srkit.nets.branches`; the transforms and the
+multiplexer are marked as branches, ``switch_scale`` is their scale). ``mux_norm=False`` builds
+the multiplexer without GroupNorm, for multiplexers that read image-gradient features.
+
 Design decisions (the seed's lessons and the defects of its 2020 code):
 
 * The logits are *not* passed through an activation: the multiplexer ends in a plain conv.
@@ -48,7 +57,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from srkit.errors import ConfigError
-from srkit.nets.blocks import conv3x3, lrelu, scaled_kaiming_init
+from srkit.nets.blocks import LRELU_SLOPE, conv3x3, lrelu, scaled_kaiming_init
+from srkit.nets.branches import mark_branch
 
 
 class SwitchTemperatureWarning(UserWarning):
@@ -90,24 +100,41 @@ def _group_count(channels: int, preferred: int = 8) -> int:
 
 
 class ConvGnSilu(nn.Module):
-    """3x3 conv (optionally stride 2) + GroupNorm + SiLU: the multiplexer's unit."""
+    """3x3 conv (optionally stride 2) + GroupNorm + SiLU: the multiplexer's unit.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    With ``norm=False`` it is conv + LeakyReLU 0.2 with Kaiming-normal weights instead, which
+    keeps the signal's scale from layer to layer without statistics of the data. (SiLU halves
+    small inputs; through the dozen convs of a u-net without normalisation almost nothing was
+    left: a trained switched SPSR's gradient multiplexer had logits of std 0.09, i.e. uniform
+    attention. Measured at init on inputs of std 0.26: logits std 0.06 with SiLU and PyTorch's
+    default init, 0.20 with this.)
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, norm: bool = True
+    ) -> None:
         super().__init__()
         self.conv = conv3x3(in_channels, out_channels, stride=stride)
-        self.norm = nn.GroupNorm(_group_count(out_channels), out_channels)
+        if norm:
+            self.norm: nn.Module = nn.GroupNorm(_group_count(out_channels), out_channels)
+        else:
+            self.norm = nn.Identity()
+            if not self.conv.weight.is_meta:
+                nn.init.kaiming_normal_(self.conv.weight, a=LRELU_SLOPE)
+                nn.init.zeros_(self.conv.bias)
+        self.activation = F.silu if norm else lrelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.silu(self.norm(self.conv(x)))
+        return self.activation(self.norm(self.conv(x)))
 
 
 class _Reduction(nn.Module):
     """Halve the resolution, double the filters: stride-2 ConvGnSilu, then ConvGnSilu."""
 
-    def __init__(self, filters: int) -> None:
+    def __init__(self, filters: int, norm: bool = True) -> None:
         super().__init__()
-        self.reduce = ConvGnSilu(filters, 2 * filters, stride=2)
-        self.process = ConvGnSilu(2 * filters, 2 * filters)
+        self.reduce = ConvGnSilu(filters, 2 * filters, stride=2, norm=norm)
+        self.process = ConvGnSilu(2 * filters, 2 * filters, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.process(self.reduce(x))
@@ -116,11 +143,11 @@ class _Reduction(nn.Module):
 class _Expansion(nn.Module):
     """Nearest x2 to the skip's size, conv to half the filters, fuse with the skip, process."""
 
-    def __init__(self, filters: int) -> None:
+    def __init__(self, filters: int, norm: bool = True) -> None:
         super().__init__()
-        self.expand = ConvGnSilu(filters, filters // 2)
-        self.fuse = ConvGnSilu(filters, filters // 2)
-        self.process = ConvGnSilu(filters // 2, filters // 2)
+        self.expand = ConvGnSilu(filters, filters // 2, norm=norm)
+        self.fuse = ConvGnSilu(filters, filters // 2, norm=norm)
+        self.process = ConvGnSilu(filters // 2, filters // 2, norm=norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         # Interpolating to the skip's size (not x2) handles odd sizes: 13 -> 7 -> 13.
@@ -134,7 +161,9 @@ class SwitchMultiplexer(nn.Module):
     conv C->filters; ``reductions`` stride-2 stages doubling the filters (each stage's input is
     kept as a skip); ``processing_layers`` convs at the bottom; as many expansion stages fusing
     the skips; a taper filters -> filters/2 -> filters/4 -> n whose last conv is plain (no norm,
-    no activation: the logits go to the softmax untouched). GroupNorm + SiLU everywhere else.
+    no activation: the logits go to the softmax untouched). GroupNorm + SiLU everywhere else
+    (with ``norm=False``: LeakyReLU and variance-preserving init, see :class:`ConvGnSilu`). With ``context_channels`` a linear map of a per-image
+    context vector is added to the first stage's output.
     """
 
     def __init__(
@@ -144,6 +173,8 @@ class SwitchMultiplexer(nn.Module):
         filters: int = 32,
         reductions: int = 2,
         processing_layers: int = 1,
+        norm: bool = True,
+        context_channels: int = 0,
     ) -> None:
         super().__init__()
         if filters < 4 or filters % 4:
@@ -152,20 +183,27 @@ class SwitchMultiplexer(nn.Module):
             )
         if reductions < 0 or processing_layers < 0:
             raise ConfigError("switch multiplexer: reductions and processing_layers must be >= 0")
-        self.conv_in = ConvGnSilu(in_channels, filters)
-        self.down = nn.ModuleList(_Reduction(filters * 2**i) for i in range(reductions))
+        self.conv_in = ConvGnSilu(in_channels, filters, norm=norm)
+        self.context = _context_map(context_channels, filters)
+        self.down = nn.ModuleList(_Reduction(filters * 2**i, norm) for i in range(reductions))
         bottom = filters * 2**reductions
-        self.bottom = nn.Sequential(*(ConvGnSilu(bottom, bottom) for _ in range(processing_layers)))
+        self.bottom = nn.Sequential(
+            *(ConvGnSilu(bottom, bottom, norm=norm) for _ in range(processing_layers))
+        )
         self.up = nn.ModuleList(
-            _Expansion(filters * 2 ** (i + 1)) for i in reversed(range(reductions))
+            _Expansion(filters * 2 ** (i + 1), norm) for i in reversed(range(reductions))
         )
         self.taper = nn.Sequential(
-            ConvGnSilu(filters, filters // 2), ConvGnSilu(filters // 2, filters // 4)
+            ConvGnSilu(filters, filters // 2, norm=norm),
+            ConvGnSilu(filters // 2, filters // 4, norm=norm),
         )
         self.logits = conv3x3(filters // 4, transforms)
+        if not norm and not self.logits.weight.is_meta:
+            nn.init.kaiming_normal_(self.logits.weight, nonlinearity="linear")
+            nn.init.zeros_(self.logits.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        x = _add_context(self.conv_in(x), self.context, context)
         skips = []
         for stage in self.down:
             skips.append(x)
@@ -176,24 +214,50 @@ class SwitchMultiplexer(nn.Module):
         return self.logits(self.taper(x))
 
 
+def _context_map(context_channels: int, channels: int) -> nn.Linear | None:
+    """The linear map that adds a per-image context vector to ``channels`` feature maps."""
+    if context_channels < 0:
+        raise ConfigError(f"switch: context_channels must be >= 0, got {context_channels}")
+    return nn.Linear(context_channels, channels) if context_channels else None
+
+
+def _add_context(
+    x: torch.Tensor, mapping: nn.Linear | None, context: torch.Tensor | None
+) -> torch.Tensor:
+    if mapping is None:
+        return x
+    if context is None:
+        raise ValueError("this switch was built with context_channels and needs a context")
+    return x + mapping(context)[:, :, None, None]
+
+
 class TransformBlock(nn.Module):
     """One switch alternative: ``layers`` 3x3 convs C -> 1.5C -> ... -> out, LReLU between.
 
-    Every conv has a bias (the last one included); weights are Kaiming x ``init_scale``.
+    Every conv has a bias (the last one included); weights are Kaiming x ``init_scale``. With
+    ``context_channels`` a linear map of a per-image context vector is added after the first conv.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, layers: int, init_scale: float) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        layers: int,
+        init_scale: float,
+        context_channels: int = 0,
+    ) -> None:
         super().__init__()
         if layers < 1:
             raise ConfigError(f"switch: trans_layers must be at least 1, got {layers}")
         mid = (3 * in_channels) // 2
         widths = [in_channels] + [mid] * (layers - 1) + [out_channels]
         self.convs = nn.ModuleList(conv3x3(a, b) for a, b in itertools.pairwise(widths))
+        self.context = _context_map(context_channels, widths[1])
         scaled_kaiming_init(self, init_scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         for i, conv in enumerate(self.convs):
-            x = conv(x) if i == 0 else conv(lrelu(x))
+            x = _add_context(conv(x), self.context, context) if i == 0 else conv(lrelu(x))
         return x
 
 
@@ -231,6 +295,10 @@ class Switch(nn.Module):
         attention_history: Training forwards remembered by the attention normalisation.
         noise: Add learned-scale Gaussian noise to the branch input in training.
         transform_init_scale: Kaiming init factor of pre-transform and transforms; None = 0.1 if residual else 1.
+        identity_channels: Channels of the residual's ``identity`` input; None = nf.
+        mux_channels: Channels of the multiplexer's ``mux_input``; None = nf.
+        mux_norm: GroupNorm in the multiplexer (False where it reads image-gradient features).
+        context_channels: Length of the per-image context vector joined inside the branches.
     """
 
     def __init__(
@@ -252,12 +320,18 @@ class Switch(nn.Module):
         attention_history: int = 64,
         noise: bool = False,
         transform_init_scale: float | None = None,
+        identity_channels: int | None = None,
+        mux_channels: int | None = None,
+        mux_norm: bool = True,
+        context_channels: int = 0,
     ) -> None:
         super().__init__()
         out_channels = nf if out_channels is None else out_channels
-        if residual and out_channels != nf:
+        identity_channels = nf if identity_channels is None else identity_channels
+        if residual and out_channels != identity_channels:
             raise ConfigError(
-                f"switch: a residual switch keeps its width (nf={nf}), got out_channels={out_channels}"
+                f"switch: a residual switch keeps its width ({identity_channels}), got "
+                f"out_channels={out_channels}"
             )
         if transforms < 1:
             raise ConfigError(f"switch: transforms must be at least 1, got {transforms}")
@@ -279,10 +353,21 @@ class Switch(nn.Module):
         self.pre_transform = conv3x3(nf, nf)
         scaled_kaiming_init(self.pre_transform, init_scale)
         self.transforms = nn.ModuleList(
-            TransformBlock(nf, out_channels, trans_layers, init_scale) for _ in range(transforms)
+            mark_branch(
+                TransformBlock(nf, out_channels, trans_layers, init_scale, context_channels)
+            )
+            for _ in range(transforms)
         )
-        self.multiplexer = SwitchMultiplexer(
-            nf, transforms, mux_filters, reductions, processing_layers
+        self.multiplexer = mark_branch(
+            SwitchMultiplexer(
+                nf if mux_channels is None else mux_channels,
+                transforms,
+                mux_filters,
+                reductions,
+                processing_layers,
+                norm=mux_norm,
+                context_channels=context_channels,
+            )
         )
         self.switch_scale = nn.Parameter(torch.ones(()))
         self.post_conv = conv3x3(out_channels, out_channels)
@@ -332,6 +417,10 @@ class Switch(nn.Module):
                 stats[f"{prefix}/usage{i}"] = float(fraction)
         return stats
 
+    def branch_scales(self) -> list[nn.Parameter]:
+        """The scale of the blended transforms: with it at 0 the branches cannot reach ``out``."""
+        return [self.switch_scale]
+
     def train(self, mode: bool = True) -> Switch:
         if not mode:
             self._eval_check_pending = True
@@ -339,7 +428,16 @@ class Switch(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        identity: torch.Tensor | None = None,
+        mux_input: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x``: the transforms' input; ``identity``: what the residual adds to (default
+        ``x``); ``mux_input``: what the multiplexer reads (default ``x``); ``context``: the
+        (N, context_channels) vector joined inside the branches."""
         if not self.training and self._eval_check_pending and not _exporting():
             self._check_eval_temperature()
 
@@ -348,7 +446,7 @@ class Switch(nn.Module):
             branch_in = x + self.noise_scale * torch.randn_like(x)
         features = lrelu(self.pre_transform(branch_in))
 
-        logits = self.multiplexer(x)
+        logits = self.multiplexer(x if mux_input is None else mux_input, context)
         attention = torch.softmax(logits / self.temperature, dim=1)
         if self.usage_history is not None and self.training:
             attention = self._normalise_attention(attention)
@@ -357,11 +455,11 @@ class Switch(nn.Module):
 
         blended = None
         for i, transform in enumerate(self.transforms):
-            term = attention[:, i : i + 1] * transform(features)
+            term = attention[:, i : i + 1] * transform(features, context)
             blended = term if blended is None else blended + term
         out = self.switch_scale * blended
         if self.residual:
-            out = x + out
+            out = (x if identity is None else identity) + out
         out = out + self.post_scale * self.post_conv(out)
         return out, attention.permute(0, 2, 3, 1)
 

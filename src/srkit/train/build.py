@@ -239,9 +239,11 @@ def build_lpips(config: Any, device: torch.device) -> nn.Module | None:
     return load_lpips(val.lpips.lin, val.lpips.vgg, key="data.val.lpips").to(device)
 
 
-def build_train_dataset(config: Any) -> Any:
-    """The training dataset of ``data.train``: paired/HR-only, or unpaired (disjoint)."""
+def build_train_dataset(config: Any, generator: nn.Module | None = None) -> Any:
+    """The training dataset of ``data.train``: paired/HR-only, or unpaired (disjoint); its
+    items carry the extra inputs ``generator`` takes (a whole-image reference), if any."""
     from srkit.data.datasets import SRDataset, UnpairedDataset
+    from srkit.data.reference import reference_size
 
     data = config.data.train
     if data.disjoint and reads_hr(config.train.generator_input):
@@ -258,6 +260,7 @@ def build_train_dataset(config: Any) -> Any:
         flips=data.flips,
         rotations=data.rotations,
         cache_images=data.cache_images,
+        reference_size=None if generator is None else reference_size(generator),
     )
 
 

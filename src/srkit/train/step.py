@@ -126,6 +126,9 @@ class TrainStep:
         self.group = group
         self.wrapped = wrapped  # what the step calls: DDP / torch.compile around the network
         self.networks = networks
+        # Batch tensors the generator takes besides its input, as keyword arguments (e.g. a
+        # whole-image reference); the dataset supplies them (see srkit.data.reference).
+        self.extra_inputs = tuple(getattr(networks["generator"], "extra_inputs", ()))
         self.optimizers = optimizers
         self.trained = list(optimizers)  # the generator first, then the discriminators
         self.discriminators = self.trained[1:]
@@ -199,8 +202,9 @@ class TrainStep:
         """Run the generator on one chunk and expose batch + outputs as named tensors."""
         base = {k: v for k, v in chunk.items() if isinstance(v, torch.Tensor)}
         generator_input = StepTensors(base, self.views)[self.cfg.generator_input]
+        extra = {name: base[name] for name in self.extra_inputs}
         with torch.set_grad_enabled(grad), self.autocast():
-            output = self.wrapped["generator"](generator_input)
+            output = self.wrapped["generator"](generator_input, **extra)
         outputs = {k: _as_float(v) for k, v in named_outputs(output).items()}
         return StepTensors({**base, **outputs}, self.views)
 

@@ -206,7 +206,7 @@ class Trainer:
 
     def _train_dataset(self) -> Any:
         try:
-            return build_train_dataset(self.config)
+            return build_train_dataset(self.config, self.generator)
         except DataError as error:
             raise DataError(f"data.train: {error}") from None
 
