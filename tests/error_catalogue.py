@@ -516,6 +516,13 @@ simple(
     setting(("networks.generator", {"type": "srg2", "nf": 8, "mux_filters": 30})),
 )
 simple(
+    "config-network-compact-out-of-range",
+    "config",
+    "A compact generator with a negative number of body convolutions.",
+    "networks.generator.num_conv: input should be greater than or equal to 0, got -1",
+    setting(("networks.generator", {"type": "compact", "num_feat": 4, "num_conv": -1})),
+)
+simple(
     "config-network-vgg-out-of-range",
     "config",
     "A VGG discriminator with a hidden layer of width 0.",
