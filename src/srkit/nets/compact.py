@@ -29,7 +29,7 @@ This module needs torch only.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Annotated, Any, Literal
 
 import torch
@@ -67,18 +67,20 @@ def _conv_indices(state_dict: StateDict) -> list[int]:
     return sorted(found)
 
 
-def scale_and_out_channels(last_out: int, in_channels: int) -> tuple[int, int] | None:
+def scale_and_out_channels(
+    last_out: int, in_channels: int, scales: Collection[int] | None = COMPACT_SCALES
+) -> tuple[int, int] | None:
     """(scale, out_channels) with ``out_channels * scale**2 == last_out``, else None.
 
-    The last convolution's width alone does not decide both; like the model loaders, prefer
-    as many output channels as input channels, then 3, 4 and 1, and take the first that gives
-    a square (and a scale srkit builds).
+    The last convolution's width alone does not decide both; like the model loaders (spandrel),
+    prefer as many output channels as input channels, then 3, 4 and 1, and take the first that
+    gives a square, and (unless ``scales`` is None) a scale among ``scales``.
     """
     for channels in (in_channels, 3, 4, 1):
         if last_out % channels:
             continue
         scale = math.isqrt(last_out // channels)
-        if scale * scale == last_out // channels and scale in COMPACT_SCALES:
+        if scale * scale == last_out // channels and (scales is None or scale in scales):
             return scale, channels
     return None
 
