@@ -889,6 +889,33 @@ def _(ws: Path) -> list[str]:
 
 
 @case(
+    "checkpoint-init-community-wrong-shape",
+    "checkpoint",
+    "`networks.generator.init` is a community model (Real-ESRGAN compact .pth, no srkit "
+    "metadata) of another depth than the config's network.",
+    "networks.generator.init: '<tmp>/weights/compact.pth' holds a compact network with "
+    "num_conv=2, the config has num_conv=1",
+)
+def _(ws: Path) -> list[str]:
+    import torch
+
+    from srkit.nets import build_network
+
+    path = ws / "weights" / "compact.pth"
+    path.parent.mkdir()
+    state = build_network("compact", scale=2, num_feat=4, num_conv=2).state_dict()
+    torch.save({"params_ema": state}, path)
+    raw = base_config(ws)
+    raw["networks"]["generator"] = {
+        "type": "compact",
+        "num_feat": 4,
+        "num_conv": 1,
+        "init": str(path),
+    }
+    return ["train", str(write_config(ws, raw))]
+
+
+@case(
     "checkpoint-init-wrong-scale",
     "checkpoint",
     "`networks.generator.init` holds weights for another scale.",

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 
+from srkit.cli import main
+from srkit.config import validate_config
 from srkit.errors import ConfigError
 from srkit.nets import build_network, detect_network
 from srkit.nets.compact import detect_compact
+from srkit.train.trainer import Trainer
 from srkit.weights import load_network, save_weights
 
 
@@ -151,3 +159,64 @@ def test_in_and_out_channels_must_broadcast():
     ):
         build_network("compact", in_channels=3, out_channels=1)
     build_network("compact", in_channels=1, out_channels=3, num_feat=4, num_conv=0)
+
+
+# ------------------------------------------------------------- community files in srkit's tools
+
+
+def _community_pth(path, state: dict[str, torch.Tensor]) -> None:
+    raw = {k: torch.zeros_like(v) for k, v in state.items()}  # must not be the one loaded
+    torch.save({"params_ema": state, "params": raw}, path)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_init_fine_tunes_a_community_model(make_config, tmp_path, capsys, suffix):
+    state = community_state(num_feat=4, num_conv=1, scale=2)
+    path = tmp_path / f"community{suffix}"
+    if suffix == ".pth":
+        _community_pth(path, state)
+    else:
+        save_file(state, str(path))
+    raw = make_config()
+    raw["networks"]["generator"] = {
+        "type": "compact",
+        "num_feat": 4,
+        "num_conv": 1,
+        "init": str(path),
+    }
+    raw["train"]["iterations"] = 2
+    trainer = Trainer(validate_config(raw), quiet=True)
+    start = trainer.generator.state_dict()
+    assert start.keys() == state.keys()
+    assert all(torch.equal(start[k], state[k]) for k in state)  # params_ema, not params
+    trainer.run()
+    run = Path(raw["output_dir"]) / raw["name"]
+    trained = load_network(run / "checkpoints" / "step_00000002", prefer_ema=False)
+    assert trained.srkit_arch["type"] == "compact"
+    moved = [k for k in state if not torch.equal(trained.state_dict()[k], state[k])]
+    assert moved  # two steps of Adam moved the weights away from the community model
+    # `srkit info` on the checkpoint the fine-tuning wrote.
+    assert main(["info", str(run / "checkpoints" / "step_00000002")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"network:\s+compact", out) and "num_conv: 1" in out
+
+
+def test_info_and_upscale_with_a_community_file(tmp_path, capsys):
+    state = community_state(num_feat=5, num_conv=2, scale=2, seed=3)
+    _community_pth(tmp_path / "realesr-tiny.pth", state)
+    assert main(["info", str(tmp_path / "realesr-tiny.pth")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"network:\s+compact", out)
+    for line in ("num_feat: 5", "num_conv: 2", "scale: 2", "act_type: prelu"):
+        assert line in out, out
+
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    argv = ["upscale", str(tmp_path / "realesr-tiny.pth"), str(tmp_path / "in.png")]
+    assert main([*argv, "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    result = np.asarray(Image.open(tmp_path / "out" / "in.png"), dtype=np.float64) / 255
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        expected = reference_forward(state, x, 2).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    assert result.shape == (20, 24, 3)
+    assert np.abs(result - expected).max() <= 0.5 / 255 + 1e-6  # rounding to 8 bits only
