@@ -530,6 +530,13 @@ simple(
     setting(("networks.generator", {"type": "spsr3", "nf": 8, "ref_nf": 0})),
 )
 simple(
+    "config-network-compact-out-of-range",
+    "config",
+    "A compact generator with a negative number of body convolutions.",
+    "networks.generator.num_conv: input should be greater than or equal to 0, got -1",
+    setting(("networks.generator", {"type": "compact", "num_feat": 4, "num_conv": -1})),
+)
+simple(
     "config-network-vgg-out-of-range",
     "config",
     "A VGG discriminator with a hidden layer of width 0.",
@@ -892,6 +899,33 @@ def _(ws: Path) -> list[str]:
 def _(ws: Path) -> list[str]:
     raw = base_config(ws)
     raw["networks"]["generator"].update(nf=16, init=str(weights_copy(ws)))
+    return ["train", str(write_config(ws, raw))]
+
+
+@case(
+    "checkpoint-init-community-wrong-shape",
+    "checkpoint",
+    "`networks.generator.init` is a community model (Real-ESRGAN compact .pth, no srkit "
+    "metadata) of another depth than the config's network.",
+    "networks.generator.init: '<tmp>/weights/compact.pth' holds a compact network with "
+    "num_conv=2, the config has num_conv=1",
+)
+def _(ws: Path) -> list[str]:
+    import torch
+
+    from srkit.nets import build_network
+
+    path = ws / "weights" / "compact.pth"
+    path.parent.mkdir()
+    state = build_network("compact", scale=2, num_feat=4, num_conv=2).state_dict()
+    torch.save({"params_ema": state}, path)
+    raw = base_config(ws)
+    raw["networks"]["generator"] = {
+        "type": "compact",
+        "num_feat": 4,
+        "num_conv": 1,
+        "init": str(path),
+    }
     return ["train", str(write_config(ws, raw))]
 
 

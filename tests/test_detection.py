@@ -9,6 +9,7 @@ import torch
 
 from srkit.errors import CheckpointError
 from srkit.nets import build_network, detect_network
+from srkit.nets.compact import detect_compact
 from srkit.nets.convert import unwrap_state_dict
 from srkit.nets.rrdb import RRDBNet, convert_old_esrgan, detect_rrdb, to_old_esrgan
 from srkit.nets.spsr import detect_spsr
@@ -103,6 +104,19 @@ def test_srg2_round_trip(kwargs):
     round_trip("srg2", kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_feat": 8, "num_conv": 3, "scale": 4},
+        {"num_feat": 6, "num_conv": 1, "scale": 3, "in_channels": 1, "out_channels": 1},
+        {"num_feat": 4, "num_conv": 0, "scale": 8, "in_channels": 1, "out_channels": 3},
+        {"num_feat": 4, "num_conv": 2, "scale": 1, "in_channels": 4, "out_channels": 4},
+    ],
+)
+def test_compact_round_trip(kwargs):
+    round_trip("compact", kwargs, kwargs.get("in_channels", 3))
+
+
 def test_srg2_detection_carries_the_temperatures():
     net = build_network("srg2", nf=8, depth=1, transforms=2, mux_filters=8, temperature=7.0)
     net.switches[0].set_training_step(5000)  # mid-anneal: 7 -> 1 over 20000 steps
@@ -118,8 +132,14 @@ def test_detectors_do_not_claim_each_other():
         "rrdb": build_network("rrdb", nf=8, nb=4, gc=4).state_dict(),
         "spsr": build_network("spsr", nf=8, nb=4, gc=4).state_dict(),
         "srg2": build_network("srg2", nf=8, depth=1, transforms=2, mux_filters=8).state_dict(),
+        "compact": build_network("compact", num_feat=8, num_conv=2).state_dict(),
     }
-    detectors = {"rrdb": detect_rrdb, "spsr": detect_spsr, "srg2": detect_srg2}
+    detectors = {
+        "rrdb": detect_rrdb,
+        "spsr": detect_spsr,
+        "srg2": detect_srg2,
+        "compact": detect_compact,
+    }
     for state_name, state in states.items():
         for detector_name, detector in detectors.items():
             found = detector(state)

@@ -25,6 +25,7 @@ onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
 SMALL = {
+    "compact": {"scale": 3, "num_feat": 8, "num_conv": 2},
     "rrdb": {"scale": 4, "nf": 8, "nb": 2, "gc": 8},
     "spsr": {"scale": 2, "nf": 8, "nb": 4, "gc": 4},
     "srg2": {
@@ -131,6 +132,43 @@ def test_non_default_growth_channels_are_flagged_for_spandrel():
     assert "gc=32" in spandrel_problems(_model("rrdb"))[0]  # the small test model has gc=8
 
 
+# spandrel.architectures.Compact.CompactArch.detect: both keys (a conv, then PReLU slopes).
+SPANDREL_COMPACT_KEYS = {"body.0.weight", "body.1.weight"}
+
+
+def test_compact_safetensors_is_the_community_layout(tmp_path):
+    model = _model("compact")
+    assert export_safetensors(model, tmp_path / "c.safetensors") == []
+    keys, metadata = _keys(tmp_path / "c.safetensors")
+    assert keys == set(model.state_dict()) and keys >= SPANDREL_COMPACT_KEYS
+    # body: conv, PReLU, conv, PReLU, conv, PReLU, last conv (27 = 3 channels * 3^2).
+    with safe_open(str(tmp_path / "c.safetensors"), framework="pt") as handle:
+        assert handle.get_tensor("body.5.weight").shape == (8,)
+        assert handle.get_tensor("body.6.weight").shape == (27, 8, 3, 3)
+    assert json.loads(metadata["srkit_arch"])["type"] == "compact" and metadata["scale"] == "3"
+    loaded = srkit.load_model(tmp_path / "c.safetensors")
+    image = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        assert torch.equal(model(image), loaded(image))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({"act_type": "relu"}, "by their PReLU weights; this one uses relu"),
+        # 1 -> 4 channels at x2: 16 output maps, which spandrel reads as x4 with 1 channel.
+        (
+            {"in_channels": 1, "out_channels": 4, "scale": 2},
+            "as scale 4 with 1 output channels; this model is x2 with 4 output channels",
+        ),
+    ],
+)
+def test_compact_models_spandrel_would_misread_are_flagged(arguments, problem):
+    model = build_network("compact", num_feat=4, num_conv=1, **arguments)
+    assert any(problem in found for found in spandrel_problems(model)), spandrel_problems(model)
+    assert spandrel_problems(build_network("compact", num_feat=4, num_conv=1, scale=8)) == []
+
+
 def _spandrel_available() -> bool:
     if os.environ.get("SRKIT_SPANDREL_PATH"):
         return True
@@ -189,6 +227,14 @@ def test_spandrel_loads_the_export_as_esrgan_with_the_same_output(tmp_path, layo
     model = build_network("rrdb", nf=16, nb=2, gc=32, **options).eval()
     export_safetensors(model, tmp_path / "m.safetensors", layout=layout)
     image = torch.rand(1, 3, 16, 20)
+    result = _run_spandrel(tmp_path, tmp_path / "m.safetensors", image)
+    assert result["arch"] == "ESRGAN" and result["scale"] == model.scale
+    with torch.no_grad():
+        assert torch.allclose(result["out"], model(image), atol=1e-5)
+
+
+def _run_spandrel(tmp_path: Path, weights: Path, image: torch.Tensor) -> dict:
+    """spandrel's ModelLoader on ``weights`` in a subprocess: its output, arch id and scale."""
     torch.save(image, tmp_path / "in.pt")
     (tmp_path / "check.py").write_text(_SPANDREL_SCRIPT)
     paths = [p for p in [os.environ.get("SRKIT_SPANDREL_PATH")] if p]
@@ -199,12 +245,27 @@ def test_spandrel_loads_the_export_as_esrgan_with_the_same_output(tmp_path, layo
         paths.append(str(tmp_path / "stub"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
     subprocess.run(
-        [sys.executable, str(tmp_path / "check.py"), str(tmp_path / "m.safetensors"),
-         str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+        [sys.executable, str(tmp_path / "check.py"), str(weights), str(tmp_path / "in.pt"),
+         str(tmp_path / "out.pt")],
         check=True, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    result = torch.load(tmp_path / "out.pt")
-    assert result["arch"] == "ESRGAN" and result["scale"] == model.scale
+    return torch.load(tmp_path / "out.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _spandrel_available(), reason="spandrel is not installed")
+@pytest.mark.parametrize(
+    "options",
+    [{"scale": 4}, {"scale": 3, "num_conv": 0}, {"scale": 2, "in_channels": 1, "out_channels": 3}],
+)
+def test_spandrel_loads_the_compact_export_with_the_same_output(tmp_path, options):
+    """The real spandrel ModelLoader reads srkit's compact export as "RealESRGAN Compact"."""
+    torch.manual_seed(0)
+    model = build_network("compact", num_feat=8, **{"num_conv": 2, **options}).eval()
+    assert export_safetensors(model, tmp_path / "m.safetensors") == []
+    image = torch.rand(1, model.body[0].in_channels, 16, 20)
+    result = _run_spandrel(tmp_path, tmp_path / "m.safetensors", image)
+    assert result["arch"] == "Compact" and result["scale"] == model.scale
     with torch.no_grad():
         assert torch.allclose(result["out"], model(image), atol=1e-5)
 

@@ -222,20 +222,40 @@ def test_value_outside_a_range_is_a_one_line_error_naming_the_key(name, key, val
 # --------------------------------------------------------------------------- rules and scales
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if get_network_entry(n).role == "generator"])
+GENERATORS = [n for n in NAMES if get_network_entry(n).role == "generator"]
+RUN_SCALES = (1, 2, 3, 4, 8)  # the top-level `scale` choices
+
+
+@pytest.mark.parametrize("name", GENERATORS)
 def test_an_unsupported_scale_names_the_scale_and_the_network(name):
-    raw, _ = raw_config(name)
-    raw["scale"] = 3
-    message = config_error(raw)
-    assert f"scale: 3 is not supported by networks.generator ({name} supports 1, 2, 4, 8)" in (
-        message
-    )
+    supported = supported_scales(get_network_entry(name))
+    for scale in RUN_SCALES:
+        raw, _ = raw_config(name)
+        raw["scale"] = scale
+        raw["data"]["train"]["patch_size"] = 48  # a multiple of every scale
+        if scale in supported:
+            validate_config(raw, source="run.yml")
+            continue
+        message = config_error(raw)
+        listed = ", ".join(map(str, supported))
+        assert (
+            f"scale: {scale} is not supported by networks.generator ({name} supports {listed})"
+            in (message)
+        )
+
+
+def test_which_generators_support_which_scales():
+    # x3 needs a single pixel shuffle by 3; the x2-stage upsamplers cannot do it.
+    assert supported_scales(get_network_entry("compact")) == RUN_SCALES
+    for name in ("rrdb", "spsr", "srg2"):
+        assert supported_scales(get_network_entry(name)) == (1, 2, 4, 8), name
 
 
 @pytest.mark.parametrize(
     ("name", "arguments", "expect"),
     [
         ("rrdb", {"pixel_unshuffle": True}, "pixel_unshuffle: true needs scale 1 or 2"),
+        ("compact", {"in_channels": 3, "out_channels": 1}, "out_channels: 1 does not match"),
         (
             "srg2",
             {"temperature_min": 0.5, "temperature_final_step": 100, "temperature_min_step": 50},
@@ -255,6 +275,7 @@ def test_rules_between_arguments_name_the_key(name, arguments, expect):
 def test_the_same_values_pass_where_the_rules_allow_them():
     for name, arguments, scale in [
         ("rrdb", {"pixel_unshuffle": True}, 2),
+        ("compact", {"in_channels": 1, "out_channels": 3}, 4),
         ("srg2", {"temperature_min": 0.5, "temperature_min_step": 30000}, 4),
         ("featurenet", {"arch": "vgg19", "layer": "conv5_4"}, 4),
     ]:

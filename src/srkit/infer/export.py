@@ -28,7 +28,9 @@ safetensors
     spandrel converts; ``old`` writes the original ESRGAN ``model.N`` names that older tools
     (the original ESRGAN test script, IEU, Cupscale) expect. spandrel's ESRGAN builds its dense
     blocks with 32 growth channels and 3x3 convolutions whatever the file says, so an RRDB with
-    ``gc`` other than 32 is exported with a warning: it loads in srkit, not in spandrel. See
+    ``gc`` other than 32 is exported with a warning: it loads in srkit, not in spandrel.
+    Compact generators are written in Real-ESRGAN's SRVGGNetCompact layout (``body.N``), which
+    spandrel loads as "RealESRGAN Compact" when the activations are PReLU. See
     ``docs/interop.md``.
 
 Importing this module is cheap (no torch); the work happens inside the functions.
@@ -279,17 +281,47 @@ def verify_onnx(path: str | Path, model: Any, height: int, width: int, fp16: boo
 
 
 def spandrel_problems(model: Any) -> list[str]:
-    """Why spandrel (chaiNNer, ComfyUI) would not load ``model`` as ESRGAN; empty if it would."""
+    """Why spandrel (chaiNNer, ComfyUI) would not load ``model`` (as ESRGAN or as RealESRGAN
+    Compact); empty if it would."""
     arch = getattr(model, "srkit_arch", None) or {}
     kind = arch.get("type", type(model).__name__)
+    if kind == "compact":
+        return _compact_spandrel_problems(arch)
     if kind != "rrdb":
-        return [f"spandrel has no srkit {kind} architecture (only RRDB/ESRGAN files load there)"]
+        return [
+            f"spandrel has no srkit {kind} architecture (only RRDB/ESRGAN and compact files "
+            "load there)"
+        ]
     problems = []
     gc = int(arch.get("gc", SPANDREL_ESRGAN_GC))
     if gc != SPANDREL_ESRGAN_GC:
         problems.append(
             f"spandrel's ESRGAN always builds gc={SPANDREL_ESRGAN_GC} dense blocks; this model "
             f"has gc={gc}"
+        )
+    return problems
+
+
+def _compact_spandrel_problems(arch: dict[str, Any]) -> list[str]:
+    """spandrel's Compact loader: found by ``body.0.weight`` + ``body.1.weight`` (PReLU slopes);
+    scale and output channels guessed from the last convolution's width (input channels first,
+    then 3, 4, 1; any square)."""
+    from srkit.nets.compact import scale_and_out_channels
+
+    problems = []
+    act = arch.get("act_type", "prelu")
+    if act != "prelu":
+        problems.append(
+            f"spandrel recognises compact models by their PReLU weights; this one uses {act}"
+        )
+    scale, out_channels = int(arch.get("scale", 4)), int(arch.get("out_channels", 3))
+    width = out_channels * scale * scale
+    guess = scale_and_out_channels(width, int(arch.get("in_channels", 3)), scales=None)
+    if guess != (scale, out_channels):
+        read = "no scale" if guess is None else f"scale {guess[0]} with {guess[1]} output channels"
+        problems.append(
+            f"spandrel reads a last convolution of {width} channels as {read}; this model is "
+            f"x{scale} with {out_channels} output channels"
         )
     return problems
 
@@ -311,7 +343,8 @@ def export_safetensors(
 ) -> list[str]:
     """Write ``model``'s weights as safetensors with srkit's metadata; returns warnings.
 
-    RRDB models get the community ESRGAN key layout (``layout``); other generators keep
+    RRDB models get the community ESRGAN key layout (``layout``); compact models are in the
+    community SRVGGNetCompact layout already; other generators keep
     srkit's keys. ``fp16`` halves the file (tools cast back when they load it).
     """
     from srkit.weights import save_weights

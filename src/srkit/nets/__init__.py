@@ -4,6 +4,7 @@ Importing this package registers every network with :mod:`srkit.nets.registry`.
 """
 
 from srkit.nets import (  # noqa: F401  (registers)
+    compact,
     discriminators,
     featurenet,
     rrdb,

@@ -128,7 +128,7 @@ def _load_init_weights(name: str, section: Any, module: nn.Module) -> Any:
     try:
         load_state(module, state, strict=section.init_strict, source=str(file))
     except CheckpointError as error:
-        difference = architecture_difference(metadata, module)
+        difference = architecture_difference(metadata, module, state)
         if difference is None:
             raise ConfigError(f"networks.{name}.init: {error}") from error
         raise ConfigError(

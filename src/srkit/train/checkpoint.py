@@ -31,6 +31,7 @@ from torch import nn
 
 from srkit.errors import CheckpointError
 from srkit.fsutil import atomic_write_bytes, file_sha256, fsync_directory
+from srkit.nets.registry import detect_network
 from srkit.train.reliability import CheckpointWriteError, describe_write_failure, error_number
 from srkit.weights import save_weights
 
@@ -314,14 +315,30 @@ def find_resumable(root: Path) -> Path | None:
     return None
 
 
-def architecture_difference(metadata: Mapping[str, str], module: nn.Module) -> str | None:
+def architecture_difference(
+    metadata: Mapping[str, str],
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor] | None = None,
+) -> str | None:
     """How the architecture recorded in a weights file's metadata differs from ``module``'s
-    (for the message when the weights do not fit), or None if unknown or equal."""
+    (for the message when the weights do not fit), or None if unknown or equal.
+
+    A file without srkit's record (a community model) is described by the architecture
+    detected from its weights ``state``, when given and recognised.
+    """
     expected = getattr(module, "srkit_arch", None)
-    if not metadata.get("srkit_arch") or expected is None:
+    record, verb = metadata.get("srkit_arch"), "was saved with"
+    if not record and state is not None:
+        try:
+            kind, arguments = detect_network(state)
+        except CheckpointError:
+            return None
+        record = json.dumps({"type": kind, **arguments}, default=str)
+        verb = f"holds a {kind} network with"
+    if not record or expected is None:
         return None
     try:
-        saved = json.loads(metadata["srkit_arch"])
+        saved = json.loads(record)
         expected = json.loads(json.dumps(expected, sort_keys=True, default=str))
     except (ValueError, TypeError):
         return None
@@ -332,7 +349,7 @@ def architecture_difference(metadata: Mapping[str, str], module: nn.Module) -> s
     keys = [k for k in sorted(set(saved) | set(expected)) if saved.get(k) != expected.get(k)]
     had = ", ".join(f"{k}={saved.get(k)}" for k in keys)
     has = ", ".join(f"{k}={expected.get(k)}" for k in keys)
-    return f"was saved with {had}, the config has {has}"
+    return f"{verb} {had}, the config has {has}"
 
 
 def read_training_state(folder: Path) -> dict[str, Any]:
