@@ -14,15 +14,19 @@ from PIL import Image
 import srkit
 from srkit.cli import main
 from srkit.data.io import read_image, write_image
+from srkit.errors import SrkitError
 from srkit.infer.api import PrecisionError, upscale_tensor
 from srkit.infer.tiling import (
     activation_bytes_per_pixel,
     auto_tile,
+    auto_tile_batch,
     plan_tiles,
     ramp,
     tile_alignment,
+    tile_groups,
     tile_spans,
     tiled_forward,
+    tiles_that_fit,
 )
 from srkit.nets import build_network
 from srkit.weights import save_weights
@@ -153,6 +157,57 @@ def test_tile_callback_counts_tiles():
         forward, torch.rand(1, 3, 50, 70), 2, 32, 8, on_tile=lambda d, t: calls.append((d, t))
     )
     assert calls[-1][0] == calls[-1][1] == len(calls) == 6
+
+
+def test_batched_tiles_give_the_same_image_in_fewer_passes():
+    """Tiles of one size go through the network together; the result is the one-at-a-time
+    result (up to the float rounding of a batched convolution), attention maps included."""
+    torch.manual_seed(0)
+    model = build_network(
+        "srg2", scale=2, nf=8, depth=1, transforms=2, mux_filters=8, temperature=1
+    ).eval()
+    image = torch.rand(2, 3, 70, 90, generator=torch.Generator().manual_seed(3))
+    passes: list[int] = []
+
+    def forward(x):
+        passes.append(x.shape[0])
+        out = model(x)
+        return out["sr"], out["attention"]
+
+    alignment = tile_alignment(model)
+    one, maps_one = tiled_forward(forward, image, 2, 32, 8, alignment, True, tile_batch=1)
+    single_passes, passes[:] = list(passes), []
+    many, maps_many = tiled_forward(forward, image, 2, 32, 8, alignment, True, tile_batch=3)
+    plan = plan_tiles(70, 90, 32, 8, alignment)
+    assert len(single_passes) == plan.count and set(single_passes) == {2}
+    assert len(passes) < plan.count and max(passes) == 3 * 2  # 3 tiles x 2 images
+    assert float((one - many).abs().max()) < 1e-5
+    for a, b in zip(maps_one, maps_many, strict=True):
+        assert float((a - b).abs().max()) < 1e-5
+
+
+def test_tile_groups_batch_consecutive_tiles_of_one_size():
+    plan = plan_tiles(100, 130, 48, 8, 1)
+    groups = tile_groups(plan, 2)
+    boxes = [box for group in groups for box in group]
+    assert boxes == [(t, x, b - t, r - x) for t, b in plan.rows for x, r in plan.cols]
+    assert all(len(g) <= 2 and len({box[2:] for box in g}) == 1 for g in groups)
+    assert [len(g) for g in tile_groups(plan, 1)] == [1] * plan.count
+    with pytest.raises(SrkitError, match="tile batch"):
+        tile_groups(plan, 0)
+
+
+def test_tiles_that_fit_the_memory_budget_and_cpu_runs_one_at_a_time():
+    model = build_network("rrdb", scale=4, nf=8, nb=1, gc=4).eval()
+    cpu = torch.device("cpu")
+    per_pixel = activation_bytes_per_pixel(model, cpu, 4)
+    one_tile = 65 * 65 * per_pixel
+    assert tiles_that_fit(model, 64, 1, cpu, 4, free_bytes=2 * 3 * one_tile) == 3
+    assert tiles_that_fit(model, 64, 3, cpu, 4, free_bytes=2 * 3 * one_tile) == 1
+    assert tiles_that_fit(model, 64, 1, cpu, 4, free_bytes=1 << 40) == 8  # the cap
+    assert tiles_that_fit(model, 64, 1, cpu, 4, free_bytes=1) == 1
+    assert tiles_that_fit(model, 0, 1, cpu, 4, free_bytes=1 << 40) == 1  # not tiling
+    assert auto_tile_batch(model, 64, 1, cpu, 4) == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +353,7 @@ def _upscale(workspace, *extra: str, inputs: list[str] | None = None) -> int:
 
 
 def test_cli_keeps_tree_modes_sizes_and_depths(workspace):
-    assert _upscale(workspace, "--tile", "16", "--overlap", "4") == 0
+    assert _upscale(workspace, "--tile", "16", "--overlap", "4", "--tile-batch", "3") == 0
     out = workspace["root"] / "out"
     expected = {
         "rgb.png": ("RGB", 8, (60, 40)),
@@ -421,3 +476,10 @@ def test_import_srkit_stays_cheap():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_cli_rejects_a_tile_batch_below_one(workspace, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _upscale(workspace, "--tile-batch", "0")
+    assert exit_info.value.code == 2
+    assert "--tile-batch: tile batch must be >= 1, got 0" in capsys.readouterr().err

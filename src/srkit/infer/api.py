@@ -44,7 +44,13 @@ from torch import nn
 
 from srkit.errors import SrkitError
 from srkit.hardware import precision_context
-from srkit.infer.tiling import auto_tile, split_output, tile_alignment, tiled_forward
+from srkit.infer.tiling import (
+    auto_tile,
+    auto_tile_batch,
+    split_output,
+    tile_alignment,
+    tiled_forward,
+)
 
 log = logging.getLogger("srkit.infer")
 
@@ -221,6 +227,7 @@ def upscale_tensor(
     alpha: str = "model",
     attention: bool = False,
     on_tile: Callable[[int, int], None] | None = None,
+    tile_batch: int | str = "auto",
 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """Upscale a float (N, C, H, W) image in [0, 1] with C in 1, 3, 4: (SR on the CPU, attention).
 
@@ -228,6 +235,8 @@ def upscale_tensor(
     RGB and RGBA are handled. ``tile``: ``"auto"`` (from the free memory), an int (0 = whole
     image) or None (= 0). The result is float32 on the CPU, clamped to [0, 1]. ``attention``:
     also return the stitched attention maps of the colour pass (SRG2), else None.
+    ``tile_batch``: tiles per forward pass, ``"auto"`` (on a GPU as many as fit in memory, up
+    to 8; one on the CPU) or an int >= 1.
     """
     if image.ndim != 4 or image.shape[1] not in (1, 3, 4):
         raise SrkitError(
@@ -248,6 +257,8 @@ def upscale_tensor(
             # A memory-bound tile wins over the requested overlap, which must stay below half.
             overlap = min(overlap, (tile - 1) // 2)
     tile = int(tile or 0)
+    if tile_batch == "auto":
+        tile_batch = auto_tile_batch(model, tile, image.shape[0], device, element_bytes(precision))
     forward = make_forward(model, precision, device)
     alignment = tile_alignment(model)
 
@@ -279,6 +290,7 @@ def upscale_tensor(
             # A generator that sees the whole image (SPSR3): the reference of the whole input,
             # each tile with its own mask and centre.
             tile_inputs(model, batch),
+            int(tile_batch),
         )
         if in_channels == 1 and count != 1:
             sr = sr.reshape(planes.shape[0], count, height * scale, width * scale)

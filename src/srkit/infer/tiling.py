@@ -32,13 +32,19 @@ outputs are blended back together:
   keyword inputs from its box in the whole image, so every tile sees the same whole image with
   its own mask and centre (:func:`srkit.data.reference.tile_inputs`).
 
-Networks with global statistics (GroupNorm over the whole map, as in the switch multiplexers of
-SRG2 and the switched SPSRs) compute them per tile, so tiling changes their output more than it
-changes convolution-only networks (RRDB, SPSR): a trained switch's attention is sharp, and the
-shifted logits pick other transforms. Measured on a switched SPSR trained 600 steps (96x96 LR,
-tile 48, overlap 16): up to 37/255, mean 0.75/255; with the untiled run's GroupNorm statistics
-given to every tile, 3/255 (benchmarks/RESULTS.md, issue 20). ``--tile auto`` runs whole images
-whenever they fit, which avoids that in the common case.
+Networks with per-image statistics (GroupNorm over the whole map, as in SRG2's switch
+multiplexers) compute them per tile, so tiling changes their output more than it changes
+convolution-only networks (RRDB, SPSR, compact): a trained switch's attention is sharp, and the
+shifted logits pick other transforms. A switched SPSR with GroupNorm multiplexers, trained 600
+steps, differed by up to 37/255 between tiled and untiled upscaling (96x96 LR, tile 48, overlap
+16); the switched SPSRs therefore have no normalisation in their multiplexers by default
+(``mux_norm: false``), and then differ by under one 8-bit level (benchmarks/RESULTS.md, issue
+20). ``--tile auto`` runs whole images whenever they fit, which avoids the question for SRG2 in
+the common case.
+
+**Batches of tiles.** Consecutive tiles of one size can share a forward pass
+(``tile_batch``; :func:`tile_groups`), which keeps a GPU busy when the tiles are small; the
+blending order, and so the result, is that of one tile at a time.
 
 Memory for ``--tile auto`` is estimated by :func:`activation_bytes_per_pixel`.
 
@@ -205,6 +211,7 @@ def tiled_forward(
     want_attention: bool = False,
     on_tile: Callable[[int, int], None] | None = None,
     tile_inputs: Callable[[tuple[int, int, int, int]], dict] | None = None,
+    tile_batch: int = 1,
 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """Upscale ``image`` (N, C, H, W) in blended tiles: (SR float32 on the CPU, attention).
 
@@ -219,6 +226,8 @@ def tiled_forward(
         on_tile: called as ``on_tile(done, total)`` after each tile (progress display).
         tile_inputs: ``(top, left, height, width) -> dict`` of extra keyword inputs for
             ``forward`` per tile (see the module docstring); None: ``forward(tile)`` only.
+        tile_batch: run up to this many tiles of one size in one forward pass (see
+            :func:`tile_groups`; :func:`auto_tile_batch` picks it from the free memory).
 
     The SR result is unclamped; the attention maps (when wanted and present) are float32 on
     the CPU.
@@ -239,23 +248,25 @@ def tiled_forward(
     attention_sums: list[torch.Tensor] | None = None
     attention_weight = torch.zeros(height, width, dtype=torch.float32) if want_attention else None
     done = 0
-    for top, bottom in plan.rows:
-        for left, right in plan.cols:
-            # A tile is a strided view; convolutions on it run several times slower than on
-            # a contiguous copy (measured 8x on the CPU), so copy it.
-            tile_h, tile_w = bottom - top, right - left
-            sr, attention = forward(
-                image[:, :, top:bottom, left:right].contiguous(),
-                **extra((top, left, tile_h, tile_w)),
-            )
+    for group in tile_groups(plan, tile_batch):
+        # A tile is a strided view; convolutions on it run several times slower than on a
+        # contiguous copy (measured 8x on the CPU), so copy it (torch.cat copies).
+        crops = torch.cat([image[:, :, y : y + h, x : x + w] for y, x, h, w in group])
+        inputs = [extra(box) for box in group]
+        merged = {key: torch.cat([one[key] for one in inputs]) for key in inputs[0]}
+        sr_batch, attention_batch = forward(crops.contiguous(), **merged)
+        for index, (top, left, tile_h, tile_w) in enumerate(group):
+            part = slice(index * batch, (index + 1) * batch)
+            sr = sr_batch[part]
+            attention = [a[part] for a in attention_batch] if attention_batch else None
             _check_size(sr, tile_h, tile_w, scale)
             if output is None:
                 output = torch.zeros(
                     batch, sr.shape[1], height * scale, width * scale, dtype=torch.float32
                 )
             weights = _tile_weights(plan, top, left, tile_h, tile_w, scale)
-            rows = slice(top * scale, bottom * scale)
-            cols = slice(left * scale, right * scale)
+            rows = slice(top * scale, (top + tile_h) * scale)
+            cols = slice(left * scale, (left + tile_w) * scale)
             output[:, :, rows, cols] += sr.float().cpu() * weights
             weight_sum[rows, cols] += weights
             if want_attention and attention:
@@ -265,9 +276,10 @@ def tiled_forward(
                         torch.zeros(batch, height, width, a.shape[-1], dtype=torch.float32)
                         for a in attention
                     ]
-                for total, part in zip(attention_sums, attention, strict=True):
-                    total[:, top:bottom, left:right] += part.float().cpu() * lr_weights[..., None]
-                attention_weight[top:bottom, left:right] += lr_weights
+                box = (slice(None), slice(top, top + tile_h), slice(left, left + tile_w))
+                for total, piece in zip(attention_sums, attention, strict=True):
+                    total[box] += piece.float().cpu() * lr_weights[..., None]
+                attention_weight[box[1:]] += lr_weights
             done += 1
             if on_tile:
                 on_tile(done, plan.count)
@@ -276,6 +288,27 @@ def tiled_forward(
     if attention_sums is not None:
         attention_sums = [total / attention_weight[..., None] for total in attention_sums]
     return output, attention_sums
+
+
+def tile_groups(plan: TilePlan, tile_batch: int) -> list[list[tuple[int, int, int, int]]]:
+    """The tiles of ``plan`` as (top, left, height, width), in row-major order, cut into runs of
+    consecutive same-size tiles of at most ``tile_batch``: each run is one forward pass.
+
+    Only *consecutive* tiles are batched, so the outputs are blended in the same order as one
+    tile at a time (the sums are the same sums).
+    """
+    if tile_batch < 1:
+        raise TilingError(f"tile batch must be >= 1, got {tile_batch}")
+    groups: list[list[tuple[int, int, int, int]]] = []
+    for top, bottom in plan.rows:
+        for left, right in plan.cols:
+            box = (top, left, bottom - top, right - left)
+            last = groups[-1] if groups else None
+            if last is not None and len(last) < tile_batch and last[0][2:] == box[2:]:
+                last.append(box)
+            else:
+                groups.append([box])
+    return groups
 
 
 def _check_size(sr: torch.Tensor, height: int, width: int, scale: int) -> None:
@@ -441,3 +474,39 @@ def auto_tile(
     side = int(math.sqrt(max(budget, 0) / per_pixel))
     alignment = tile_alignment(model)
     return max(_round_up(MIN_TILE, alignment), (side // alignment) * alignment)
+
+
+#: Most tiles :func:`auto_tile_batch` puts in one forward pass.
+MAX_TILE_BATCH = 8
+
+
+def tiles_that_fit(
+    model: nn.Module,
+    tile: int,
+    images: int,
+    device: torch.device,
+    element_bytes: int,
+    free_bytes: int | None = None,
+) -> int:
+    """How many tiles of side ``tile`` (each ``images`` images deep) fit in one forward pass
+    within ``--tile auto``'s budget (:data:`AUTO_MEMORY_FRACTION` of the free memory), at most
+    :data:`MAX_TILE_BATCH`, at least 1."""
+    if tile <= 0:
+        return 1
+    per_pixel = activation_bytes_per_pixel(model, device, element_bytes)
+    free = free_memory_bytes(device) if free_bytes is None else free_bytes
+    # The last tile of a row or column can be up to `alignment - 1` pixels longer.
+    side = tile + tile_alignment(model)
+    one_tile = images * side * side * per_pixel
+    return max(1, min(MAX_TILE_BATCH, int(free * AUTO_MEMORY_FRACTION // one_tile)))
+
+
+def auto_tile_batch(
+    model: nn.Module, tile: int, images: int, device: torch.device, element_bytes: int
+) -> int:
+    """``tile_batch="auto"``: :func:`tiles_that_fit` on a GPU, where one small tile leaves most
+    of the device idle; 1 on the CPU, where batching measured no faster (CPU time within 1 %,
+    benchmarks/RESULTS.md, "Batched tiles") and only holds more memory."""
+    if device.type == "cpu":
+        return 1
+    return tiles_that_fit(model, tile, images, device, element_bytes)
