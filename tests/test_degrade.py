@@ -1,0 +1,306 @@
+"""Real-world degradations (srkit.data.degrade): each stage against its definition, the
+pipeline's reproducibility, and its use by the dataset and the trainer."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from srkit.config import validate_config
+from srkit.data.datasets import SRDataset
+from srkit.data.degrade import (
+    PRESETS,
+    Blur,
+    DegradationPipeline,
+    Jpeg,
+    Noise,
+    Resize,
+    Sharpen,
+    anisotropic_kernel,
+    circular_lowpass_kernel,
+    filter2d,
+    gaussian_taps,
+    jpeg_round_trip,
+    poisson_noise,
+)
+from srkit.data.sampler import TrainSampler
+from srkit.train.build import degradation_pipeline
+
+
+def realesrgan(scale: int = 4) -> DegradationPipeline:
+    return DegradationPipeline.from_settings(PRESETS["realesrgan"], scale)
+
+
+def smooth_image(size: int = 64, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, size // 8, size // 8, generator=generator)
+    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@pytest.mark.parametrize("shape", ["gaussian", "generalized", "plateau"])
+def test_blur_kernels_sum_to_one(shape):
+    for size, sigma_x, sigma_y, angle, beta in [(7, 0.2, 0.2, 0.0, 0.5), (21, 3.0, 1.0, 1.0, 4.0)]:
+        kernel = anisotropic_kernel(size, sigma_x, sigma_y, angle, shape, beta)
+        assert kernel.shape == (size, size) and kernel.dtype == torch.float32
+        assert kernel.sum().item() == pytest.approx(1.0, abs=1e-6)
+        assert (kernel >= 0).all()
+
+
+def test_every_drawn_kernel_sums_to_one_and_has_a_drawn_odd_size():
+    blur = Blur(kernel_sizes=(7, 13), sinc_probability=0.3)
+    rng = np.random.default_rng(0)
+    sizes = set()
+    for _ in range(60):
+        kernel = blur.draw_kernel(rng)
+        sizes.add(kernel.shape[-1])
+        assert kernel.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert sizes == {7, 9, 11, 13}
+
+
+def test_gaussian_second_moments_are_the_configured_covariance():
+    sigma_x, sigma_y, angle = 2.0, 1.0, 0.5
+    kernel = anisotropic_kernel(41, sigma_x, sigma_y, angle).double()
+    axis = torch.arange(41.0, dtype=torch.float64) - 20
+    x, y = torch.meshgrid(axis, axis, indexing="xy")
+    assert (kernel * x).sum().item() == pytest.approx(0.0, abs=1e-9)  # centred
+    cos, sin = math.cos(angle), math.sin(angle)
+    rotation = torch.tensor([[cos, -sin], [sin, cos]], dtype=torch.float64)
+    expected = rotation @ torch.diag(torch.tensor([sigma_x**2, sigma_y**2])).double() @ rotation.T
+    measured = torch.tensor(
+        [
+            [(kernel * x * x).sum(), (kernel * x * y).sum()],
+            [(kernel * x * y).sum(), (kernel * y * y).sum()],
+        ]
+    )
+    assert torch.allclose(measured, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_isotropic_gaussian_variance_is_sigma_squared():
+    kernel = anisotropic_kernel(31, 2.5, 2.5).double()
+    axis = torch.arange(31.0, dtype=torch.float64) - 15
+    x, _ = torch.meshgrid(axis, axis, indexing="xy")
+    assert (kernel * x * x).sum().item() == pytest.approx(2.5**2, rel=1e-3)
+
+
+@pytest.mark.parametrize("cutoff", [math.pi / 2, math.pi / 3])
+def test_sinc_kernel_passes_below_and_stops_above_its_cutoff(cutoff):
+    kernel = circular_lowpass_kernel(cutoff, 41).double()
+    assert kernel.sum().item() == pytest.approx(1.0, abs=1e-6)
+    n = 256
+    response = torch.fft.fft2(kernel, s=(n, n)).abs()
+    frequencies = torch.fft.fftfreq(n, dtype=torch.float64) * 2 * math.pi
+    fy, fx = torch.meshgrid(frequencies, frequencies, indexing="ij")
+    radius = (fx**2 + fy**2).sqrt()
+    assert response[radius < 0.7 * cutoff].min() > 0.85
+    assert response[(radius > 1.3 * cutoff) & (radius < math.pi)].max() < 0.12
+    assert response[(radius > 1.3 * cutoff) & (radius < math.pi)].mean() < 0.02
+
+
+def test_filter2d_is_a_convolution_with_the_kernel():
+    kernel = anisotropic_kernel(7, 2.0, 0.5, 0.7)
+    impulse = torch.zeros(1, 3, 21, 21)
+    impulse[..., 10, 10] = 1.0
+    # A convolution (not a correlation) of an impulse reproduces the kernel itself.
+    out = filter2d(impulse, kernel)
+    assert out.shape == impulse.shape
+    assert torch.allclose(out[0, 1, 7:14, 7:14], kernel, atol=1e-7)
+    asymmetric = torch.zeros(3, 3)
+    asymmetric[0, 2] = 1.0  # a convolution moves an impulse where the kernel's weight is
+    moved = filter2d(impulse, asymmetric)
+    assert moved[0, 0, 9, 11] == 1.0 and moved.sum() == 3.0
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def test_gaussian_noise_has_the_configured_sigma():
+    grey_image = torch.full((1, 3, 256, 256), 0.5)
+    for sigma in (5.0, 20.0):
+        noise = Noise(gaussian_probability=1.0, gaussian_sigma=(sigma, sigma), grey_probability=0)
+        out = noise(grey_image, np.random.default_rng(1))
+        measured = (out - grey_image).std().item() * 255
+        assert measured == pytest.approx(sigma, rel=0.05)
+
+
+def test_grey_noise_is_the_same_in_every_channel_and_colour_noise_is_not():
+    image = torch.full((1, 3, 64, 64), 0.5)
+    for grey in (True, False):
+        noise = Noise(
+            gaussian_probability=1.0, gaussian_sigma=(10, 10), grey_probability=float(grey)
+        )
+        difference = noise(image, np.random.default_rng(0)) - image
+        assert torch.equal(difference[:, 0], difference[:, 1]) == grey
+
+
+def test_poisson_noise_has_shot_noise_sigma():
+    level, scale = 0.5, 2.0
+    image = torch.full((1, 3, 256, 256), level)
+    noise = poisson_noise(image, scale, grey=False, rng=np.random.default_rng(3))
+    counts = round(level * 255)
+    assert noise.std().item() == pytest.approx(scale * math.sqrt(counts) / 255, rel=0.05)
+    assert noise.mean().item() == pytest.approx(0.0, abs=2e-3)
+
+
+@pytest.mark.parametrize("quality", [30, 75, 95])
+def test_jpeg_equals_a_pillow_round_trip(quality):
+    image = smooth_image(48)
+    pixels = (image[0] * 255).round().byte().permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    expected = np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    out = jpeg_round_trip(image, quality)
+    assert torch.equal((out[0] * 255).round().byte().permute(1, 2, 0), torch.from_numpy(expected))
+    assert not torch.equal(out, (image * 255).round() / 255)  # it did compress
+
+
+def test_jpeg_stage_draws_quality_in_range():
+    image = smooth_image(32)
+    stage = Jpeg(quality=(40, 40))
+    assert torch.equal(stage(image, np.random.default_rng(5)), jpeg_round_trip(image, 40))
+
+
+def test_resize_output_sizes():
+    image = torch.rand(1, 3, 40, 60)
+    rng = np.random.default_rng(0)
+    assert Resize(up_down_keep=(0, 0, 1))(image, rng).shape == image.shape
+    for _ in range(10):
+        down = Resize(up_down_keep=(0, 1, 0), scale=(0.5, 0.5))(image, rng)
+        assert down.shape[-2:] == (20, 30)
+        up = Resize(up_down_keep=(1, 0, 0), scale=(0.1, 1.5), modes=("bicubic",))(image, rng)
+        assert 40 <= up.shape[-2] <= 60 and 60 <= up.shape[-1] <= 90
+    relative = Resize(up_down_keep=(0, 1, 0), scale=(0.5, 0.5))(image, rng, reference=(10, 16))
+    assert relative.shape[-2:] == (5, 8)
+
+
+def test_sharpen_is_a_separable_unsharp_mask():
+    image = smooth_image(64)
+    taps = gaussian_taps(25)
+    assert taps.shape == (51,) and taps.sum().item() == pytest.approx(1.0, abs=1e-6)
+    blurred_2d = filter2d(image, torch.outer(taps, taps))
+    residual = image - blurred_2d
+    mask = (residual.abs() * 255 > 10).float()
+    soft = filter2d(mask, torch.outer(taps, taps))
+    expected = soft * (image + 0.5 * residual).clamp(0, 1) + (1 - soft) * image
+    assert torch.allclose(Sharpen()(image), expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def test_pipeline_gives_lr_of_one_scale_th_in_8_bit_levels():
+    hr = smooth_image(64)
+    for scale in (2, 4):
+        lr = realesrgan(scale)(hr, np.random.default_rng(0))
+        assert lr.shape == (1, 3, 64 // scale, 64 // scale) and lr.dtype == torch.float32
+        assert torch.equal(lr, (lr * 255).round() / 255)
+        assert lr.min() >= 0 and lr.max() <= 1
+
+
+def test_same_seed_same_lr_other_seed_different():
+    pipeline, hr = realesrgan(), smooth_image(64)
+    first = pipeline(hr, np.random.default_rng(7))
+    assert torch.equal(first, pipeline(hr, np.random.default_rng(7)))
+    assert not torch.equal(first, pipeline(hr, np.random.default_rng(8)))
+
+
+def test_pipeline_runs_in_fp32_under_autocast():
+    pipeline, hr = realesrgan(), smooth_image(64)
+    plain = pipeline(hr, np.random.default_rng(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = pipeline(hr, np.random.default_rng(2))
+    assert under_autocast.dtype == torch.float32
+    assert torch.equal(plain, under_autocast)
+
+
+def test_second_pass_and_stages_follow_their_probabilities():
+    settings = {
+        "first": {"probability": 1.0, "noise": {"gaussian_probability": 1.0}},
+        "second": None,
+        "final": {"sinc_probability": 0.0, "modes": ["area"], "jpeg_first_probability": 0.5},
+    }
+    pipeline = DegradationPipeline.from_settings(settings, 2)
+    assert len(pipeline.passes) == 1 and pipeline.passes[0].blur is None
+    hr = torch.full((1, 3, 32, 32), 128 / 255)
+    lr = pipeline(hr, np.random.default_rng(0))
+    assert lr.std() > 0  # noise ran
+    never = dict(settings, first={"probability": 0.0, "noise": {}})
+    assert torch.equal(
+        DegradationPipeline.from_settings(never, 2)(hr, np.random.default_rng(0)), hr[..., ::2, ::2]
+    )
+
+
+# --------------------------------------------------------------------------- dataset, trainer
+
+
+def degraded_config(make_config, **train_changes) -> dict:
+    raw = make_config()
+    raw["data"]["train"]["degradation"] = {"preset": "realesrgan"}
+    raw["data"]["train"].update(train_changes)
+    return raw
+
+
+def test_dataset_lr_depends_on_sample_seed_only(make_config):
+    config = validate_config(degraded_config(make_config))
+    pipeline = degradation_pipeline(config)
+    data = config.data.train
+    first = SRDataset(data.hr, scale=2, patch_size=32, degradation=pipeline)
+    second = SRDataset(data.hr, scale=2, patch_size=32, degradation=pipeline)
+    a, b = first[(1, 1234)], second[(1, 1234)]
+    assert a["lr"].shape == (3, 16, 16) and a["hr"].shape == (3, 32, 32)
+    assert torch.equal(a["lr"], b["lr"]) and torch.equal(a["hr"], b["hr"])
+    assert not torch.equal(a["lr"], first[(1, 1235)]["lr"])
+    # hr is the sharpened target of the preset, not the plain patch.
+    plain = SRDataset(data.hr, scale=2, patch_size=32)[(1, 1234)]["hr"]
+    assert torch.equal(a["hr"], pipeline.target(plain[None])[0])
+
+
+def test_resumed_sampler_reproduces_the_lr_of_an_uninterrupted_run(make_config):
+    config = validate_config(degraded_config(make_config))
+    dataset = SRDataset(
+        config.data.train.hr, scale=2, patch_size=32, degradation=degradation_pipeline(config)
+    )
+
+    def batches(start: int, count: int) -> list[torch.Tensor]:
+        loader = iter(
+            torch.utils.data.DataLoader(
+                dataset, batch_sampler=TrainSampler(len(dataset), 4, seed=3, start_step=start)
+            )
+        )
+        return [next(loader)["lr"] for _ in range(count)]
+
+    straight, resumed = batches(0, 5), batches(3, 2)
+    assert torch.equal(straight[3], resumed[0]) and torch.equal(straight[4], resumed[1])
+    assert not torch.equal(straight[3], straight[4])
+    other_seed = iter(
+        torch.utils.data.DataLoader(dataset, batch_sampler=TrainSampler(len(dataset), 4, seed=4))
+    )
+    assert not torch.equal(next(other_seed)["lr"], straight[0])
+
+
+def test_resume_with_degradations_continues_exactly(make_config):
+    from srkit.train.trainer import Trainer
+    from test_trainer import read_losses
+
+    raw = degraded_config(make_config)
+    raw["train"]["iterations"] = 4
+    raw["logging"]["checkpoint_every"] = 2
+    Trainer(validate_config({**raw, "name": "straight"}), quiet=True).run()
+    Trainer(
+        validate_config({**raw, "name": "resumed", "train": {**raw["train"], "iterations": 2}}),
+        quiet=True,
+    ).run()
+    Trainer(validate_config({**raw, "name": "resumed"}), resume="auto", quiet=True).run()
+    runs = Path(raw["output_dir"])
+    straight, resumed = read_losses(runs / "straight"), read_losses(runs / "resumed")
+    assert sorted(straight) == [1, 2, 3, 4]
+    assert straight == resumed
