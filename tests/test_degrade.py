@@ -304,3 +304,89 @@ def test_resume_with_degradations_continues_exactly(make_config):
     straight, resumed = read_losses(runs / "straight"), read_losses(runs / "resumed")
     assert sorted(straight) == [1, 2, 3, 4]
     assert straight == resumed
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def write_degrade_config(tmp_path: Path, make_config, degradation: dict | None) -> Path:
+    import yaml
+
+    raw = make_config()
+    if degradation is not None:
+        raw["data"]["train"]["degradation"] = degradation
+    path = tmp_path / "degrade.yml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_degrade_command_writes_samples_and_a_contact_sheet(make_config, image_folders, tmp_path):
+    from srkit.cli import main
+    from srkit.data.io import read_rgb
+
+    config = write_degrade_config(tmp_path, make_config, {"preset": "realesrgan"})
+    images = sorted(image_folders["train"].glob("*.png"))[:2]
+    out = tmp_path / "shown"
+    assert main(["degrade", str(config), *map(str, images), "-o", str(out), "-n", "3"]) == 0
+    samples = sorted(out.glob("img*_*.png"))
+    assert [p.name for p in samples] == [f"img{i}_{k}.png" for i in (0, 1) for k in (1, 2, 3)]
+    first = read_rgb(samples[0])
+    assert first.shape == (32, 32, 3)  # 64 px images at scale 2
+    assert not np.array_equal(first, read_rgb(samples[1]))
+    sheet = read_rgb(out / "contact_sheet.png")
+    assert sheet.shape == (2 * 32 + 2, 4 * 32 + 3 * 2, 3)  # 2 rows of (bicubic + 3 samples)
+    # The same seed writes the same samples; another seed other ones.
+    again = tmp_path / "again"
+    assert main(["degrade", str(config), str(images[0]), "-o", str(again), "-n", "1"]) == 0
+    assert np.array_equal(read_rgb(again / "img0_1.png"), first)
+    other = tmp_path / "other"
+    assert (
+        main(["degrade", str(config), str(images[0]), "-o", str(other), "-n", "1", "--seed", "9"])
+        == 0
+    )
+    assert not np.array_equal(read_rgb(other / "img0_1.png"), first)
+
+
+def test_degrade_command_without_degradations_is_one_line_exit_2(
+    make_config, image_folders, tmp_path, capsys
+):
+    from srkit.cli import main
+
+    config = write_degrade_config(tmp_path, make_config, None)
+    image = next(image_folders["train"].glob("*.png"))
+    assert main(["degrade", str(config), str(image), "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "data.train.degradation is not set" in err
+
+
+def test_prepare_degrade_writes_a_fixed_seed_degraded_validation_set(make_config, tmp_path):
+    from conftest import write_photo_like
+    from srkit.cli import main
+    from srkit.data.io import read_rgb
+
+    photos = tmp_path / "photos"
+    for index in range(4):
+        write_photo_like(photos / f"p{index}.png", (64, 72), seed=index)
+    config = write_degrade_config(tmp_path, make_config, {"preset": "realesrgan"})
+    common = ["--scales", "2", "--crop-size", "32", "--step", "32", "--holdout-every", "2"]
+    out = tmp_path / "ds"
+    assert main(["prepare", str(photos), "-o", str(out), *common, "--degrade", str(config)]) == 0
+    degraded = sorted((out / "heldout/lr_x2_degraded").glob("*.png"))
+    assert [p.name for p in degraded] == ["p1.png", "p3.png"]
+    bicubic = read_rgb(out / "heldout/lr_x2/p1.png")
+    first = read_rgb(degraded[0])
+    assert first.shape == bicubic.shape == (32, 36, 3)
+    assert not np.array_equal(first, bicubic)
+    # Fixed seed: a fresh preparation writes the very same files.
+    again = tmp_path / "again"
+    assert main(["prepare", str(photos), "-o", str(again), *common, "--degrade", str(config)]) == 0
+    assert np.array_equal(read_rgb(again / "heldout/lr_x2_degraded/p1.png"), first)
+    # The set validates a run: it is a paired LR folder for data.val.
+    raw = make_config()
+    raw["data"]["val"].update(hr=str(out / "heldout/hr"), lr=str(out / "heldout/lr_x2_degraded"))
+    assert SRDataset(raw["data"]["val"]["hr"], raw["data"]["val"]["lr"], scale=2)[0][
+        "lr"
+    ].shape == (3, 32, 36)
+    # Another degradation is another preparation: refused in the same folder.
+    write_degrade_config(tmp_path, make_config, {"preset": "realesrgan", "second": None})
+    assert main(["prepare", str(photos), "-o", str(out), *common, "--degrade", str(config)]) == 2

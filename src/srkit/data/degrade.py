@@ -544,3 +544,78 @@ def _pass_from(settings: Mapping[str, Any]) -> Pass:
         for name, kind in _STAGES.items()
     }
     return Pass(probability=float(settings.get("probability", 1.0)), **stages)
+
+
+# --------------------------------------------------------------------------- srkit degrade
+
+_SAMPLES_TAG = 0x53484F57  # "SHOW": seeds of `srkit degrade` samples
+
+
+def write_samples(
+    pipeline: DegradationPipeline,
+    images: Sequence[str],
+    output: str,
+    count: int,
+    seed: int,
+) -> list[str]:
+    """``srkit degrade``: ``count`` degraded LR samples of each image and a contact sheet.
+
+    Writes ``<output>/<stem>_<k>.png`` (k = 1..count; sample k of an image is seeded from
+    ``(seed, k)`` and the image's position in ``images``) and ``<output>/contact_sheet.png``:
+    one row per image, its bicubic (area) LR first, then the samples. Images are cut to a
+    multiple of the scale. Returns the written paths.
+    """
+    from pathlib import Path
+
+    from srkit.data.io import read_rgb, write_image
+    from srkit.data.sampler import derive_seed
+
+    folder = Path(output)
+    written: list[str] = []
+    rows: list[torch.Tensor] = []
+    stems = [Path(name).stem for name in images]
+    for position, name in enumerate(images):
+        stem = (
+            stems[position]
+            if stems.count(stems[position]) == 1
+            else f"{position}_{stems[position]}"
+        )
+        pixels = read_rgb(name)
+        height = pixels.shape[0] // pipeline.scale * pipeline.scale
+        width = pixels.shape[1] // pipeline.scale * pipeline.scale
+        hr = torch.from_numpy(np.ascontiguousarray(pixels[:height, :width].transpose(2, 0, 1)))[
+            None
+        ]
+        row = [F.interpolate(hr, scale_factor=1 / pipeline.scale, mode="area")[0]]
+        target = pipeline.target(hr)
+        for sample in range(1, count + 1):
+            rng = np.random.default_rng(derive_seed(seed, _SAMPLES_TAG, position, sample))
+            lr = pipeline(target, rng)[0]
+            path = folder / f"{stem}_{sample}.png"
+            write_image(path, lr)
+            written.append(str(path))
+            row.append(lr)
+        rows.append(_sheet_row(row))
+    sheet = folder / "contact_sheet.png"
+    write_image(sheet, _stack_rows(rows))
+    written.append(str(sheet))
+    return written
+
+
+def _sheet_row(tiles: list[torch.Tensor], gap: int = 2) -> torch.Tensor:
+    height, width = tiles[0].shape[-2:]
+    row = torch.ones(3, height, len(tiles) * (width + gap) - gap)
+    for index, tile in enumerate(tiles):
+        row[:, :, index * (width + gap) : index * (width + gap) + width] = tile
+    return row
+
+
+def _stack_rows(rows: list[torch.Tensor], gap: int = 2) -> torch.Tensor:
+    width = max(row.shape[-1] for row in rows)
+    height = sum(row.shape[-2] for row in rows) + gap * (len(rows) - 1)
+    sheet = torch.ones(3, height, width)
+    top = 0
+    for row in rows:
+        sheet[:, top : top + row.shape[-2], : row.shape[-1]] = row
+        top += row.shape[-2] + gap
+    return sheet
