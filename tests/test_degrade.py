@@ -32,6 +32,7 @@ from srkit.data.degrade import (
 )
 from srkit.data.sampler import TrainSampler
 from srkit.train.build import degradation_pipeline
+from test_trainer import read_losses
 
 
 def realesrgan(scale: int = 4) -> DegradationPipeline:
@@ -390,3 +391,19 @@ def test_prepare_degrade_writes_a_fixed_seed_degraded_validation_set(make_config
     # Another degradation is another preparation: refused in the same folder.
     write_degrade_config(tmp_path, make_config, {"preset": "realesrgan", "second": None})
     assert main(["prepare", str(photos), "-o", str(out), *common, "--degrade", str(config)]) == 2
+
+
+def test_gan_stage_with_degradations_and_a_spectral_unet_discriminator_trains(make_config):
+    """realesrgan_x4's shape in miniature: degraded LR, sharpened targets, U-Net D with
+    spectral norm, pixel + GAN terms."""
+    from srkit.train.trainer import Trainer
+
+    raw = degraded_config(make_config)
+    raw["networks"]["discriminator"] = {"type": "unet", "nf": 4, "norm": "spectral"}
+    raw["losses"].append(
+        {"type": "gan", "weight": 0.1, "gan_type": "gan", "discriminator": "discriminator"}
+    )
+    raw["train"]["iterations"] = 2
+    Trainer(validate_config(raw), quiet=True).run()
+    losses = read_losses(Path(raw["output_dir"]) / raw["name"])
+    assert sorted(losses) == [1, 2] and all(np.isfinite(row["g/gan"]) for row in losses.values())
