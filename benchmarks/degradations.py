@@ -43,11 +43,17 @@ def patches(photos: Path | None, count: int, size: int, seed: int) -> list[torch
     """``count`` random ``size`` HR patches (1, 3, size, size) from the photos."""
     rng = np.random.default_rng(seed)
     if photos is None:
-        return [torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(i)) for i in range(count)]
+        return [
+            torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(i))
+            for i in range(count)
+        ]
     from srkit.data.io import read_rgb
 
     files = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    images = [read_rgb(files[int(i)]) for i in rng.choice(len(files), size=min(8, len(files)), replace=False)]
+    images = [
+        read_rgb(files[int(i)])
+        for i in rng.choice(len(files), size=min(8, len(files)), replace=False)
+    ]
     result = []
     for index in range(count):
         image = images[index % len(images)]
@@ -61,7 +67,14 @@ def patches(photos: Path | None, count: int, size: int, seed: int) -> list[torch
 @contextlib.contextmanager
 def stage_timers(totals: dict[str, float]):
     """Time every stage class's ``__call__`` into ``totals`` (seconds) while inside."""
-    classes = [degrade.Blur, degrade.Resize, degrade.Noise, degrade.Jpeg, degrade.FinalStep, degrade.Sharpen]
+    classes = [
+        degrade.Blur,
+        degrade.Resize,
+        degrade.Noise,
+        degrade.Jpeg,
+        degrade.FinalStep,
+        degrade.Sharpen,
+    ]
     originals = {kind: kind.__call__ for kind in classes}
 
     def timed(kind, original):
@@ -84,7 +97,9 @@ def stage_timers(totals: dict[str, float]):
             kind.__call__ = original
 
 
-def worker_cost(pipeline: DegradationPipeline, hr: list[torch.Tensor]) -> tuple[float, dict[str, float]]:
+def worker_cost(
+    pipeline: DegradationPipeline, hr: list[torch.Tensor]
+) -> tuple[float, dict[str, float]]:
     torch.set_num_threads(1)
     for index in range(3):  # warm-up
         pipeline(pipeline.target(hr[index]), np.random.default_rng(index))
@@ -97,7 +112,9 @@ def worker_cost(pipeline: DegradationPipeline, hr: list[torch.Tensor]) -> tuple[
     return elapsed / len(hr) * 1000, {name: value / elapsed for name, value in totals.items()}
 
 
-def batched_cost(pipeline: DegradationPipeline, hr: list[torch.Tensor], batch: int, threads: int) -> float:
+def batched_cost(
+    pipeline: DegradationPipeline, hr: list[torch.Tensor], batch: int, threads: int
+) -> float:
     torch.set_num_threads(threads)
     batches = [torch.cat(hr[i : i + batch]) for i in range(0, len(hr) - batch + 1, batch)]
     pipeline(pipeline.target(batches[0]), np.random.default_rng(0))  # warm-up
