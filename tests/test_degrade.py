@@ -335,7 +335,7 @@ def test_degrade_command_writes_samples_and_a_contact_sheet(make_config, image_f
     assert first.shape == (32, 32, 3)  # 64 px images at scale 2
     assert not np.array_equal(first, read_rgb(samples[1]))
     sheet = read_rgb(out / "contact_sheet.png")
-    assert sheet.shape == (2 * 32 + 2, 4 * 32 + 3 * 2, 3)  # 2 rows of (bicubic + 3 samples)
+    assert sheet.shape == (2 * 32 + 4, 4 * 32 + 3 * 4, 3)  # 2 rows of (bicubic + 3 samples)
     # The same seed writes the same samples; another seed other ones.
     again = tmp_path / "again"
     assert main(["degrade", str(config), str(images[0]), "-o", str(again), "-n", "1"]) == 0

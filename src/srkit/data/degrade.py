@@ -569,10 +569,11 @@ def write_samples(
 
     from srkit.data.io import read_rgb, write_image
     from srkit.data.sampler import derive_seed
+    from srkit.log.pictures import side_by_side, stack_rows, to_hwc
 
     folder = Path(output)
     written: list[str] = []
-    rows: list[torch.Tensor] = []
+    rows: list[np.ndarray] = []
     stems = [Path(name).stem for name in images]
     for position, name in enumerate(images):
         stem = (
@@ -586,36 +587,17 @@ def write_samples(
         hr = torch.from_numpy(np.ascontiguousarray(pixels[:height, :width].transpose(2, 0, 1)))[
             None
         ]
-        row = [F.interpolate(hr, scale_factor=1 / pipeline.scale, mode="area")[0]]
+        row = [F.interpolate(hr, scale_factor=1 / pipeline.scale, mode="area")]
         target = pipeline.target(hr)
         for sample in range(1, count + 1):
             rng = np.random.default_rng(derive_seed(seed, _SAMPLES_TAG, position, sample))
-            lr = pipeline(target, rng)[0]
+            lr = pipeline(target, rng)
             path = folder / f"{stem}_{sample}.png"
             write_image(path, lr)
             written.append(str(path))
             row.append(lr)
-        rows.append(_sheet_row(row))
+        rows.append(side_by_side([to_hwc(tile) for tile in row]))
     sheet = folder / "contact_sheet.png"
-    write_image(sheet, _stack_rows(rows))
+    write_image(sheet, stack_rows(rows))
     written.append(str(sheet))
     return written
-
-
-def _sheet_row(tiles: list[torch.Tensor], gap: int = 2) -> torch.Tensor:
-    height, width = tiles[0].shape[-2:]
-    row = torch.ones(3, height, len(tiles) * (width + gap) - gap)
-    for index, tile in enumerate(tiles):
-        row[:, :, index * (width + gap) : index * (width + gap) + width] = tile
-    return row
-
-
-def _stack_rows(rows: list[torch.Tensor], gap: int = 2) -> torch.Tensor:
-    width = max(row.shape[-1] for row in rows)
-    height = sum(row.shape[-2] for row in rows) + gap * (len(rows) - 1)
-    sheet = torch.ones(3, height, width)
-    top = 0
-    for row in rows:
-        sheet[:, top : top + row.shape[-2], : row.shape[-1]] = row
-        top += row.shape[-2] + gap
-    return sheet
