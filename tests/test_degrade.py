@@ -407,3 +407,21 @@ def test_gan_stage_with_degradations_and_a_spectral_unet_discriminator_trains(ma
     Trainer(validate_config(raw), quiet=True).run()
     losses = read_losses(Path(raw["output_dir"]) / raw["name"])
     assert sorted(losses) == [1, 2] and all(np.isfinite(row["g/gan"]) for row in losses.values())
+
+
+def test_degradation_benchmark_times_workers_and_stages():
+    """benchmarks/degradations.py still runs against the current pipeline."""
+    from repo_scripts import load_script
+
+    bench = load_script("benchmarks/degradations.py", "bench_degradations")
+    hr = bench.patches(None, 4, 32, seed=0)
+    pipeline = realesrgan(2)
+    threads = torch.get_num_threads()
+    try:
+        ms, shares = bench.worker_cost(pipeline, hr)
+        batched = bench.batched_cost(pipeline, hr, 2, 1)
+    finally:
+        torch.set_num_threads(threads)
+    assert ms > 0 and batched > 0 and set(shares) >= {"Blur", "Resize", "Noise", "Sharpen"}
+    assert 0.5 < sum(shares.values()) <= 1.0  # the stages are most of the time, never more
+    assert not hasattr(bench.degrade.Blur.__call__, "__wrapped__")  # timers removed again
