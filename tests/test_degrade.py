@@ -425,3 +425,36 @@ def test_degradation_benchmark_times_workers_and_stages():
     assert ms > 0 and batched > 0 and set(shares) >= {"Blur", "Resize", "Noise", "Sharpen"}
     assert 0.5 < sum(shares.values()) <= 1.0  # the stages are most of the time, never more
     assert not hasattr(bench.degrade.Blur.__call__, "__wrapped__")  # timers removed again
+
+
+def test_unknown_kernel_shape_names_the_key(make_config):
+    from srkit.errors import ConfigError
+
+    raw = make_config()
+    raw["data"]["train"]["degradation"] = {"first": {"blur": {"kernels": {"isoo": 1.0}}}}
+    with pytest.raises(ConfigError) as caught:
+        validate_config(raw)
+    message = str(caught.value)
+    assert "data.train.degradation.first.blur.kernels.isoo: expected one of 'iso'" in message
+    assert "[key]" not in message and "\n" not in message
+
+
+def test_preset_values_are_real_esrgans_and_keys_override_them(make_config):
+    raw = make_config()
+    raw["data"]["train"]["degradation"] = {
+        "preset": "realesrgan",
+        "second": {"noise": {"gaussian_sigma": [1, 5]}},
+        "sharpen_targets": None,
+    }
+    degradation = validate_config(raw).data.train.degradation
+    assert degradation.first.resize.up_down_keep == (0.2, 0.7, 0.1)
+    assert degradation.first.noise.gaussian_sigma == (1, 30)
+    assert degradation.second.blur.probability == 0.8 and degradation.second.blur.sigma == (
+        0.2,
+        1.5,
+    )
+    assert degradation.second.noise.gaussian_sigma == (1, 5)  # overridden
+    assert degradation.second.noise.poisson_scale == (0.05, 2.5)  # the rest of the preset kept
+    assert degradation.final.sinc_probability == 0.8 and degradation.sharpen_targets is None
+    assert make_config()["data"]["train"].get("degradation") is None  # off by default
+    assert validate_config(make_config()).data.train.degradation is None

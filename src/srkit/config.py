@@ -927,7 +927,8 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
         return text + more
 
     path, annotation = _walk(model, loc)
-    where = ".".join(path) or "<top>"
+    # pydantic marks a bad mapping key with a "[key]" step after the key itself.
+    where = ".".join(part for part in path if part != "[key]") or "<top>"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = sorted(str(_type_tag(m)) for m in _union_members(annotation))
         label = _kind_of(annotation)
