@@ -393,6 +393,52 @@ simple(
     train_with(lambda raw: (gan(raw), _set(raw, "data.train.patch_size", 48))),
 )
 simple(
+    "config-degradation-probability",
+    "config",
+    "A degradation stage's probability outside [0, 1].",
+    "data.train.degradation.first.noise.probability: input should be less than or equal to 1, "
+    "got 1.5",
+    setting(("data.train.degradation", {"first": {"noise": {"probability": 1.5}}})),
+)
+simple(
+    "config-degradation-range-reversed",
+    "config",
+    "A degradation range whose minimum is above its maximum.",
+    "data.train.degradation.first.noise.gaussian_sigma: range [min, max] has min 30.0 above "
+    "max 1.0, got [30, 1]",
+    setting(("data.train.degradation", {"first": {"noise": {"gaussian_sigma": [30, 1]}}})),
+)
+simple(
+    "config-degradation-even-kernel",
+    "config",
+    "An even blur kernel size (a kernel needs a centre pixel).",
+    "data.train.degradation.first.blur.kernel_sizes: kernel sizes must be odd (a kernel has a "
+    "centre pixel), not 8, got [8, 21]",
+    setting(("data.train.degradation", {"first": {"blur": {"kernel_sizes": [8, 21]}}})),
+)
+simple(
+    "config-degradation-kernel-too-large",
+    "config",
+    "A blur kernel as large as the training patch.",
+    "data.train.degradation.first.blur.kernel_sizes: kernel side 41 is not smaller than "
+    "data.train.patch_size 32",
+    setting(("data.train.degradation", {"first": {"blur": {"kernel_sizes": [7, 41]}}})),
+)
+simple(
+    "config-degradation-unknown-stage",
+    "config",
+    "A misspelt degradation stage.",
+    "data.train.degradation.first.jepg: unknown key 'jepg' (did you mean 'jpeg'?)",
+    setting(("data.train.degradation", {"first": {"jepg": {}}})),
+)
+simple(
+    "config-degradation-unknown-preset",
+    "config",
+    "A degradation preset that does not exist.",
+    "data.train.degradation.preset: expected one of 'realesrgan', got 'realesrgan2'",
+    setting(("data.train.degradation", {"preset": "realesrgan2"})),
+)
+simple(
     "config-duplicate-loss-names",
     "config",
     "Two loss terms with the same name.",

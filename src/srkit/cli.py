@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from srkit import __version__
-from srkit.errors import SrkitError
+from srkit.errors import ConfigError, SrkitError
 
 EXIT_USER_ERROR = 2
 
@@ -170,6 +170,23 @@ def _compare(args: argparse.Namespace) -> int:
     check_report_folder(args.output)
     setup = _quality_setup(args, bicubic=True)
     _print_table(args, setup, _evaluate(args, setup, args.output))
+    return 0
+
+
+def _degrade(args: argparse.Namespace) -> int:
+    from srkit.config import load_config
+    from srkit.data.degrade import write_samples
+    from srkit.train.build import degradation_pipeline
+
+    config = load_config(args.config)
+    pipeline = degradation_pipeline(config)
+    if pipeline is None:
+        raise ConfigError(
+            f"{args.config}: data.train.degradation is not set; there is nothing to show"
+        )
+    seed = config.seed if args.seed is None else args.seed
+    written = write_samples(pipeline, [str(p) for p in args.images], str(args.output), args.n, seed)
+    print(f"{args.output}: {len(written) - 1} degraded samples and contact_sheet.png")
     return 0
 
 
@@ -343,6 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for index.html, images/ and metrics.csv (open index.html in a browser)",
     )
     compare.set_defaults(handler=_compare)
+
+    degrade = commands.add_parser(
+        "degrade", help="show what a config's degradations make of images (LR samples + sheet)"
+    )
+    degrade.add_argument("config", type=Path, help="a config with data.train.degradation")
+    degrade.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    degrade.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    degrade.add_argument(
+        "-n", type=_positive, default=8, help="degraded samples per image (default 8)"
+    )
+    degrade.add_argument(
+        "--seed", type=int, help="seed of the samples (default: the config's seed)"
+    )
+    degrade.set_defaults(handler=_degrade)
 
     from srkit.data.prepare import add_prepare_arguments
 

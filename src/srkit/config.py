@@ -29,9 +29,19 @@ from typing import Annotated, Any, Literal, Union
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, Field, PositiveInt, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    PositiveInt,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import core_schema
 
+from srkit.data.degrade import PRESETS, REAL_ESRGAN_KERNELS
 from srkit.errors import ConfigError, closest
 from srkit.losses.base import StrictModel, loss_entries
 from srkit.nets import constraints
@@ -48,6 +58,205 @@ INJECTED_ARGUMENTS = {"scale": "the top-level `scale`"}
 
 
 # --------------------------------------------------------------------------- data
+
+
+# --------------------------------------------------------------------------- degradations
+
+
+def _ordered_range(bounds: tuple[Any, Any]) -> tuple[Any, Any]:
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"range [min, max] has min {bounds[0]} above max {bounds[1]}")
+    return bounds
+
+
+def _kernel_range(bounds: tuple[int, int]) -> tuple[int, int]:
+    for size in bounds:
+        if size % 2 != 1:
+            raise ValueError(f"kernel sizes must be odd (a kernel has a centre pixel), not {size}")
+    return _ordered_range(bounds)
+
+
+def _chances(values: tuple[float, float, float]) -> tuple[float, float, float]:
+    if abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(f"the three chances must sum to 1 (they sum to {sum(values):g})")
+    return values
+
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+FloatRange = Annotated[tuple[NonNegative, NonNegative], AfterValidator(_ordered_range)]
+#: Largest blur kernel side a degradation may use (Real-ESRGAN's largest is 21).
+MAX_KERNEL_SIZE = 51
+KernelSizes = Annotated[
+    tuple[
+        Annotated[int, Field(ge=3, le=MAX_KERNEL_SIZE)],
+        Annotated[int, Field(ge=3, le=MAX_KERNEL_SIZE)],
+    ],
+    AfterValidator(_kernel_range),
+]
+ResizeMode = Literal["area", "bilinear", "bicubic"]
+KernelShape = Literal[
+    "iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"
+]
+
+
+class BlurStageConfig(StrictModel):
+    """Blur with a random kernel (defaults: Real-ESRGAN's first pass)."""
+
+    probability: Probability = Field(1.0, description="Chance that this stage runs.")
+    kernel_sizes: KernelSizes = Field(
+        (7, 21),
+        description="[min, max] kernel side; each sample draws an odd side uniformly in it "
+        f"(odd, 3..{MAX_KERNEL_SIZE}, below data.train.patch_size).",
+    )
+    kernels: dict[KernelShape, NonNegative] = Field(
+        default_factory=lambda: dict(REAL_ESRGAN_KERNELS),
+        min_length=1,
+        description="Kernel shape -> relative weight: Gaussian (`iso`, `aniso`), generalized "
+        "Gaussian exp(-q^beta/2) and plateau 1/(1+q^beta), isotropic or anisotropic (random "
+        "second sigma and rotation).",
+    )
+    sinc_probability: Probability = Field(
+        0.1, description="Chance of a sinc (ringing) kernel instead of one of `kernels`."
+    )
+    sigma: FloatRange = Field((0.2, 3.0), description="[min, max] kernel sigma in pixels.")
+    beta_generalized: FloatRange = Field(
+        (0.5, 4.0), description="[min, max] shape exponent of generalized Gaussian kernels."
+    )
+    beta_plateau: FloatRange = Field(
+        (1.0, 2.0), description="[min, max] shape exponent of plateau kernels."
+    )
+
+
+class ResizeStageConfig(StrictModel):
+    """Resize by a random factor (defaults: Real-ESRGAN's first pass). In the first pass the
+    factor applies to the HR size, in the second to the LR size (HR / scale)."""
+
+    probability: Probability = Field(1.0, description="Chance that this stage runs.")
+    up_down_keep: tuple[Probability, Probability, Probability] = Field(
+        (0.2, 0.7, 0.1),
+        description="Chances of enlarging (factor in [1, max]), shrinking (in [min, 1]) and "
+        "keeping the size; they sum to 1.",
+    )
+    scale: FloatRange = Field((0.15, 1.5), description="[min, max] resize factor.")
+    modes: list[ResizeMode] = Field(
+        default_factory=lambda: ["area", "bilinear", "bicubic"],
+        min_length=1,
+        description="Interpolation modes, one drawn uniformly per sample.",
+    )
+
+    _check_chances = field_validator("up_down_keep")(_chances)
+
+
+class NoiseStageConfig(StrictModel):
+    """Gaussian or Poisson noise (defaults: Real-ESRGAN's first pass)."""
+
+    probability: Probability = Field(1.0, description="Chance that this stage runs.")
+    gaussian_probability: Probability = Field(
+        0.5, description="Chance of Gaussian noise; otherwise Poisson (shot) noise."
+    )
+    gaussian_sigma: FloatRange = Field(
+        (1.0, 30.0), description="[min, max] Gaussian noise sigma in 8-bit levels (0..255)."
+    )
+    poisson_scale: FloatRange = Field(
+        (0.05, 3.0),
+        description="[min, max] multiplier of the shot noise of the 8-bit image read as "
+        "photon counts.",
+    )
+    grey_probability: Probability = Field(
+        0.4, description="Chance that the noise is grey (the same in every channel)."
+    )
+
+
+class JpegStageConfig(StrictModel):
+    """JPEG compression (Pillow's encoder)."""
+
+    probability: Probability = Field(1.0, description="Chance that this stage runs.")
+    quality: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=100)], Annotated[int, Field(ge=1, le=100)]],
+        AfterValidator(_ordered_range),
+    ] = Field((30, 95), description="[min, max] JPEG quality, drawn uniformly (integers).")
+
+
+class DegradationPassConfig(StrictModel):
+    """One order of degradation: blur -> resize -> noise -> JPEG; a stage left out (or null)
+    is skipped."""
+
+    probability: Probability = Field(1.0, description="Chance that this pass runs.")
+    blur: BlurStageConfig | None = Field(None, description="Blur stage; null = none.")
+    resize: ResizeStageConfig | None = Field(None, description="Resize stage; null = none.")
+    noise: NoiseStageConfig | None = Field(None, description="Noise stage; null = none.")
+    jpeg: JpegStageConfig | None = Field(None, description="JPEG stage; null = none.")
+
+
+class FinalStepConfig(StrictModel):
+    """Resize to the LR size, with an optional sinc filter; the last pass's JPEG comes before
+    or after it at random (as in Real-ESRGAN)."""
+
+    sinc_probability: Probability = Field(0.8, description="Chance of the final sinc filter.")
+    kernel_sizes: KernelSizes = Field((7, 21), description="[min, max] odd sinc kernel side.")
+    modes: list[ResizeMode] = Field(
+        default_factory=lambda: ["area", "bilinear", "bicubic"],
+        min_length=1,
+        description="Interpolation modes of the resize to the LR size, one drawn per sample.",
+    )
+    jpeg_first_probability: Probability = Field(
+        0.5, description="Chance that the last pass's JPEG comes before the resize + sinc."
+    )
+
+
+class SharpenConfig(StrictModel):
+    """Unsharp masking of the training targets (the HR the losses see and the LR is made
+    from): img + weight * (img - blur(img)) where that difference exceeds `threshold`."""
+
+    radius: int = Field(
+        25, ge=1, description="Gaussian blur radius (kernel side 2 radius + 1; separable)."
+    )
+    weight: float = Field(0.5, ge=0, description="Strength of the sharpening.")
+    threshold: float = Field(
+        10.0, ge=0, description="Sharpen only where |img - blur(img)| exceeds this (8-bit levels)."
+    )
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        merged = dict(base)
+        for key, value in over.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return over
+
+
+class DegradationConfig(StrictModel):
+    """Real-world degradations that make each training LR from its HR patch (see
+    docs/degradations.md): a first pass, an optional second pass, and a final resize to the LR
+    size with a sinc filter and the last JPEG in random order; LR rounded to 8 bits. Every draw
+    comes from the sample's seed (the run's `seed`, step and position), so runs and resumes
+    repeat exactly. `preset` fills in a named set of values; every key given next to it
+    overrides the preset's (null removes a stage)."""
+
+    preset: Literal["realesrgan"] | None = Field(
+        None,
+        description="`realesrgan`: Real-ESRGAN's published settings (two passes, final sinc "
+        "0.8, sharpened targets); null = only the stages given here.",
+    )
+    first: DegradationPassConfig | None = Field(None, description="The first pass; null = none.")
+    second: DegradationPassConfig | None = Field(
+        None, description="The second pass (its resize is relative to the LR size); null = none."
+    )
+    final: FinalStepConfig = Field(
+        default_factory=FinalStepConfig, description="The final resize to the LR size."
+    )
+    sharpen_targets: SharpenConfig | None = Field(
+        None, description="Unsharp-mask the HR targets (and the HR the LR is made from)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            return _merge(PRESETS[data["preset"]], data)
+        return data
 
 
 class TrainDataConfig(StrictModel):
@@ -73,6 +282,11 @@ class TrainDataConfig(StrictModel):
     rotations: bool = Field(True, description="Random 90-degree rotations.")
     cache_images: bool = Field(
         False, description="Keep decoded images in memory (per worker); for small datasets."
+    )
+    degradation: DegradationConfig | None = Field(
+        None,
+        description="Real-world degradations making LR from HR on the fly (needs `lr: null`); "
+        "null = MATLAB bicubic only.",
     )
     disjoint: bool = Field(
         False,
@@ -713,7 +927,8 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
         return text + more
 
     path, annotation = _walk(model, loc)
-    where = ".".join(path) or "<top>"
+    # pydantic marks a bad mapping key with a "[key]" step after the key itself.
+    where = ".".join(part for part in path if part != "[key]") or "<top>"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = sorted(str(_type_tag(m)) for m in _union_members(annotation))
         label = _kind_of(annotation)
@@ -780,6 +995,28 @@ def check_network_arguments(
         fail(f"networks.{name}.{key}: {problem}")
 
 
+def check_degradation(train_data: Any, fail: Callable[[str], None]) -> None:
+    """Degradations make LR from HR: no LR folder, and kernels smaller than the patch."""
+    where = "data.train.degradation"
+    if train_data.lr is not None or train_data.disjoint:
+        fail(
+            f"{where}: degradations make LR from HR on the fly; remove data.train.lr "
+            "(and data.train.disjoint) or the degradation section"
+        )
+    degradation = train_data.degradation
+    kernels = [(f"{where}.final.kernel_sizes", degradation.final.kernel_sizes[1])]
+    for name in ("first", "second"):
+        stage = getattr(degradation, name)
+        if stage is not None and stage.blur is not None:
+            kernels.append((f"{where}.{name}.blur.kernel_sizes", stage.blur.kernel_sizes[1]))
+    for key, size in kernels:
+        if size >= train_data.patch_size:
+            fail(
+                f"{key}: kernel side {size} is not smaller than data.train.patch_size "
+                f"{train_data.patch_size}"
+            )
+
+
 def check_config(config: Any, source: str = "<config>") -> None:
     """Checks that span several keys (pydantic checks each key alone)."""
 
@@ -837,6 +1074,8 @@ def check_config(config: Any, source: str = "<config>") -> None:
             "data.train.lr: disjoint (unpaired) training needs a folder of LR images next to "
             "the HR folder (data.train.disjoint: true)"
         )
+    if train_data.degradation is not None:
+        check_degradation(train_data, fail)
     if train_data.patch_size % config.scale:
         fail(
             f"data.train.patch_size: {train_data.patch_size} is not a multiple of scale {config.scale}"

@@ -34,6 +34,11 @@ Design points:
   corresponding region of the whole-image LR. LR is clipped to [0, 1] and, by default
   (``quantize_lr=True``), rounded to 8-bit levels, so on-the-fly LR matches LR made once and
   stored as PNG, as benchmark LR sets are (and as users' 8-bit inputs will be).
+* **Real-world LR** (``degradation``, :mod:`srkit.data.degrade`): instead of bicubic, the LR
+  patch is the HR patch (after flips/rotations) through a degradation pipeline whose draws
+  come from a seed derived from the item's sample seed, so it too is a pure function of
+  ``(index, sample_seed)``: the same for the same run seed, step and batch position, and
+  continued exactly by a resumed run.
 * **Unpaired data** (:class:`UnpairedDataset`, disjoint training): an LR folder and an HR
   folder of any sizes and unrelated content. An epoch visits every LR image once; the HR image
   of an item is drawn from the item's sample seed, so items stay a pure function of
@@ -56,8 +61,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from srkit.data.degrade import DegradationPipeline
 from srkit.data.imresize import imresize
 from srkit.data.io import IMAGE_EXTENSIONS, UnreadableImageError, quick_check, read_rgb
+from srkit.data.sampler import derive_seed
 from srkit.errors import DataError
 
 __all__ = ["LR_MARGIN", "SRDataset", "UnpairedDataset", "find_images"]
@@ -66,6 +73,8 @@ logger = logging.getLogger("srkit.data")
 
 #: LR pixels of context resized around an on-the-fly LR patch (2 suffice for bicubic).
 LR_MARGIN = 2
+# Domain tag of the degradation seeds: their draws are independent of the crop's.
+_DEGRADE_TAG = 0x44454752  # "DEGR"
 
 
 def find_images(
@@ -136,6 +145,9 @@ class SRDataset(Dataset):
             and not pickled).
         reference_size: also give each item the whole-image reference of its patch at this
             size (``ref``, ``ref_center``; for generators such as SPSR3); None: no reference.
+        degradation: make LR with this real-world degradation pipeline instead of bicubic
+            (HR-only mode); its draws come from the item's sample seed (for a plain ``int``
+            index, from the index), and ``hr`` is the pipeline's target (sharpened if set).
 
     Raises:
         DataError: missing folder, no usable image, HR without LR partner, size mismatch of a
@@ -155,6 +167,7 @@ class SRDataset(Dataset):
         quantize_lr: bool = True,
         cache_images: bool = False,
         reference_size: int | None = None,
+        degradation: DegradationPipeline | None = None,
     ) -> None:
         if int(scale) != scale or scale < 1:
             raise DataError(f"scale must be a positive integer, got {scale}")
@@ -169,6 +182,9 @@ class SRDataset(Dataset):
         self.quantize_lr = quantize_lr
         self.cache_images = cache_images
         self.reference_size = reference_size
+        if degradation is not None and lr_root is not None:
+            raise DataError("degradations make LR from HR; they cannot be used with an LR folder")
+        self.degradation = degradation
         self.name = name or Path(self.hr_root).name or self.hr_root
         self.min_size = max(min_size or 0, patch_size or self.scale)
         self.skipped: list[tuple[str, str]] = []
@@ -374,6 +390,8 @@ class SRDataset(Dataset):
         ]
         if lr is not None:
             lr_patch = lr[top : top + patch_height, left : left + patch_width]
+        elif self.degradation is not None:
+            lr_patch = hr_patch[::scale, ::scale]  # replaced below; flipped along with HR
         else:
             lr_patch = self._downscale_region(hr, top, left, patch_height, patch_width)
 
@@ -395,11 +413,14 @@ class SRDataset(Dataset):
             if self.rotations and quarter_turns:
                 hr_patch = np.rot90(hr_patch, quarter_turns)
                 lr_patch = np.rot90(lr_patch, quarter_turns)
-        item = {
-            "lr": _to_tensor(lr_patch),
-            "hr": _to_tensor(hr_patch),
-            "name": self._samples[index].name,
-        }
+        if self.degradation is not None:
+            item = self._degraded_item(index, hr_patch, sample_seed)
+        else:
+            item = {
+                "lr": _to_tensor(lr_patch),
+                "hr": _to_tensor(hr_patch),
+                "name": self._samples[index].name,
+            }
         if self.reference_size:
             from srkit.data.reference import patch_reference
 
@@ -413,6 +434,15 @@ class SRDataset(Dataset):
                 )
             )
         return item
+
+    def _degraded_item(
+        self, index: int, hr_patch: np.ndarray, sample_seed: int | None
+    ) -> dict[str, Any]:
+        """``hr`` = the pipeline's target of the patch, ``lr`` = its degradation."""
+        seed = derive_seed(_DEGRADE_TAG, index if sample_seed is None else sample_seed)
+        hr = self.degradation.target(_to_tensor(hr_patch)[None])
+        lr = self.degradation(hr, np.random.default_rng(seed))
+        return {"lr": lr[0], "hr": hr[0], "name": self._samples[index].name}
 
     def _downscale_region(
         self, hr: np.ndarray, top: int, left: int, height: int, width: int

@@ -6,6 +6,7 @@ What it writes into the dataset folder (``-o DATASET``)::
     train/lr_x<s>/<photo>_s<NNN>.png  their LR images, one folder per scale
     heldout/hr/<photo>.png            held-out photos (whole, or a centre crop)
     heldout/lr_x<s>/<photo>.png
+    heldout/lr_x<s>_degraded/<photo>.png   with --degrade CONFIG (real-world LR, fixed seed)
     manifest.json                     options, and per finished photo its outputs and sizes
 
 The steps, per photo (sorted by file name):
@@ -25,6 +26,10 @@ The steps, per photo (sorted by file name):
    evaluation costs a fixed, small amount.
 5. **LR**: MATLAB bicubic (:func:`srkit.data.imresize.imresize`) by 1/s for each scale,
    rounded to 8 bits (PNG). HR sizes are cut to a multiple of every scale first.
+6. **Degraded held-out LR** (``--degrade CONFIG``): each held-out HR through the config's
+   ``data.train.degradation`` pipeline, seeded from the config's seed and the photo's name, to
+   ``heldout/lr_x<s>_degraded/`` (s = the config's scale): a fixed validation set for a
+   real-world run (``data.val.lr``), so validation measures what the run is for.
 
 Idempotent and resumable: every file is written atomically (temporary name, then rename), and a
 photo is recorded in ``manifest.json`` (itself written atomically) only after all its files
@@ -59,6 +64,7 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
 SOURCE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+_HELDOUT_TAG = 0x484F4C44  # "HOLD": seeds of degraded held-out LR
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,9 @@ class PrepareOptions:
     jpeg_downscale: int = 1
     holdout_every: int = 0
     holdout_crop: int | None = None
+    #: ``{"scale", "seed", "settings"}`` of a ``data.train.degradation`` section: held-out
+    #: photos also get a degraded LR (``heldout/lr_x<scale>_degraded``); None = not made.
+    degrade: dict[str, Any] | None = None
 
     def check(self) -> None:
         multiple = math.lcm(*self.scales) if self.scales else 1
@@ -90,6 +99,11 @@ class PrepareOptions:
             raise DataError(
                 f"--holdout-every {self.holdout_every}: use 0 (no held-out photos) or k >= 2"
             )
+        if self.degrade is not None and self.degrade["scale"] not in self.scales:
+            raise DataError(
+                f"--degrade: the config's scale {self.degrade['scale']} is not one of --scales "
+                f"{list(self.scales)}"
+            )
         if self.holdout_crop is not None and (
             self.holdout_crop < 1 or self.holdout_crop % multiple
         ):
@@ -101,6 +115,8 @@ class PrepareOptions:
     def record(self) -> dict[str, Any]:
         values = asdict(self)
         values["scales"] = list(self.scales)
+        if self.degrade is None:
+            del values["degrade"]  # manifests written before --degrade existed stay valid
         return values
 
 
@@ -238,11 +254,35 @@ def _process(
         for scale in options.scales:
             lr = np.clip(imresize(np.ascontiguousarray(hr), scale=1 / scale), 0, 1)
             outputs.append((f"{split}/lr_x{scale}/{stem}.png", lr))
+        if held_out and options.degrade is not None:
+            scale = options.degrade["scale"]
+            outputs.append(
+                (f"{split}/lr_x{scale}_degraded/{stem}.png", _degraded(hr, stem, options))
+            )
         for relative, array in outputs:
             path = output / relative
             write_image(path, array)
             files[relative] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
     return files
+
+
+def _degraded(hr: np.ndarray, stem: str, options: PrepareOptions) -> np.ndarray:
+    """The held-out photo's degraded LR: the config's pipeline, seeded by the config's seed
+    and the photo's name (so it never changes between runs), applied to the plain HR."""
+    import zlib
+
+    import torch
+
+    from srkit.data.degrade import DegradationPipeline
+    from srkit.data.sampler import derive_seed
+
+    pipeline = DegradationPipeline.from_settings(
+        options.degrade["settings"], options.degrade["scale"]
+    )
+    seed = derive_seed(options.degrade["seed"], _HELDOUT_TAG, zlib.crc32(stem.encode("utf-8")))
+    tensor = torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1), dtype=np.float32))
+    lr = pipeline(tensor[None], np.random.default_rng(seed))[0]
+    return lr.permute(1, 2, 0).numpy()
 
 
 def find_sources(input_dir: Path) -> list[Path]:
@@ -365,8 +405,34 @@ def add_prepare_arguments(parser: Any) -> None:
         help="held-out photos: keep only the centre NxN (default: whole photo)",
     )
     parser.add_argument(
+        "--degrade",
+        type=Path,
+        metavar="CONFIG",
+        help="also write heldout/lr_x<s>_degraded: each held-out photo through CONFIG's "
+        "data.train.degradation, with a fixed seed (the config's seed and the file name)",
+    )
+    parser.add_argument(
         "--verify", action="store_true", help="re-hash finished files before skipping them"
     )
+
+
+def degradation_record(config_path: Path) -> dict[str, Any]:
+    """What ``--degrade CONFIG`` records: the config's scale, seed and degradation settings."""
+    from srkit.config import load_config
+    from srkit.errors import ConfigError
+
+    config = load_config(config_path)
+    settings = config.data.train.degradation
+    if settings is None:
+        raise ConfigError(
+            f"{config_path}: data.train.degradation is not set; --degrade needs a config with "
+            "degradations"
+        )
+    return {
+        "scale": config.scale,
+        "seed": config.seed,
+        "settings": settings.model_dump(mode="json"),
+    }
 
 
 def prepare_command(args: Any) -> int:
@@ -378,6 +444,7 @@ def prepare_command(args: Any) -> int:
         jpeg_downscale=args.jpeg_downscale,
         holdout_every=args.holdout_every,
         holdout_crop=args.holdout_crop,
+        degrade=None if args.degrade is None else degradation_record(args.degrade),
     )
     report = prepare_dataset(args.input, args.output, options, verify=args.verify, progress=True)
     print(

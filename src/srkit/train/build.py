@@ -251,17 +251,29 @@ def build_train_dataset(config: Any, generator: nn.Module | None = None) -> Any:
             f"train.generator_input: '{config.train.generator_input}' reads HR images, "
             "which are unrelated to the LR ones with data.train.disjoint: true"
         )
-    kind = UnpairedDataset if data.disjoint else SRDataset
-    return kind(
-        hr_root=data.hr,
-        lr_root=data.lr,
-        scale=config.scale,
-        patch_size=data.patch_size,
-        flips=data.flips,
-        rotations=data.rotations,
-        cache_images=data.cache_images,
-        reference_size=None if generator is None else reference_size(generator),
-    )
+    arguments = {
+        "hr_root": data.hr,
+        "lr_root": data.lr,
+        "scale": config.scale,
+        "patch_size": data.patch_size,
+        "flips": data.flips,
+        "rotations": data.rotations,
+        "cache_images": data.cache_images,
+        "reference_size": None if generator is None else reference_size(generator),
+    }
+    if data.disjoint:
+        return UnpairedDataset(**arguments)
+    return SRDataset(**arguments, degradation=degradation_pipeline(config))
+
+
+def degradation_pipeline(config: Any) -> Any:
+    """The ``data.train.degradation`` pipeline of a config, or None (bicubic LR)."""
+    from srkit.data.degrade import DegradationPipeline
+
+    settings = config.data.train.degradation
+    if settings is None:
+        return None
+    return DegradationPipeline.from_settings(settings.model_dump(), config.scale)
 
 
 def check_discriminator_fits(term: LossTerm, discriminator: nn.Module, index: int) -> None:
