@@ -123,6 +123,13 @@ class ValDataConfig(StrictModel):
     lpips: LPIPSConfig | None = Field(
         None, description="Report LPIPS (VGG) when the generator outputs images; null = off."
     )
+    colour_drift: bool = Field(
+        True,
+        description="Report colour drift of SR against HR when the generator outputs images: "
+        "`colour_mean_de` (CIE L*a*b* ΔE76 between the images' mean colours) and "
+        "`colour_low_de` (mean ΔE76 after both are box-downscaled by 8); ΔE ≈ 2.3 is just "
+        "noticeable.",
+    )
 
 
 class DataConfig(StrictModel):
