@@ -138,10 +138,13 @@ def test_the_judge_sees_a_winning_discriminator_only_when_its_share_vanishes():
     assert "wins outright" in warning
 
 
-def test_a_map_discriminator_that_stops_pointing_counts_as_collapsed():
+def test_a_map_discriminator_that_stops_pointing_gets_its_own_warning():
     judge = judge_with(patience=1)
     [warning] = judge.warnings("d", {"logit_gap": 3.0, "swap_gap": 0.0, "accuracy": 0.9}, None)
-    assert "collapsed" in warning
+    assert "'d' does not point at the swapped regions" in warning and "helps" in warning
+    # Collapsed outright: one warning, the collapse (not also "does not point").
+    [warning] = judge_with(patience=1).warnings("d", {"logit_gap": 0.0, "swap_gap": 0.0}, None)
+    assert "has collapsed" in warning
 
 
 def judge_with(**changes):
@@ -184,3 +187,14 @@ def test_a_frozen_constant_discriminator_logs_gap_0_and_the_collapse_warning(mak
         assert total == pytest.approx(1.0)
     warnings = [line for line in (run / "train.log").read_text().splitlines() if "health:" in line]
     assert len(warnings) == 1 and "'discriminator' has collapsed" in warnings[0]
+
+
+def test_shares_are_measured_only_when_several_terms_weigh(make_config):
+    single = Trainer(validate_config(make_config()), quiet=True)
+    assert single.optimise.output_gradient_every == 0  # one term: its share is 1
+    raw = make_config()
+    raw["losses"].append({"type": "pixel", "name": "l2", "criterion": "l2", "weight": 0.5})
+    raw["logging"]["health"] = {"gradient_every": 7}
+    assert Trainer(validate_config(raw), quiet=True).optimise.output_gradient_every == 7
+    raw["logging"]["health"] = {"enabled": False}
+    assert Trainer(validate_config(raw), quiet=True).optimise.output_gradient_every == 0

@@ -334,7 +334,8 @@ class HealthConfig(StrictModel):
         ge=0,
         description="Every k-th step, measure each generator loss term's share of the "
         "gradient at the generator's output (`health/generator/share/<term>`; one extra "
-        "backward pass per term, from its loss to G's output); 0 = never.",
+        "backward pass per term, from its loss to G's output); 0 = never. Not measured in a "
+        "run with a single weighted term (its share is 1).",
     )
     collapse_gap: float = Field(
         0.1,

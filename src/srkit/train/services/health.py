@@ -3,8 +3,8 @@ judges (D's probabilities on real and fake, accuracy, logit gap, for map discrim
 on region swaps how well its map points at the swapped regions, its gradient norm) and which
 loss term drives the generator (each term's share of the gradient at G's output, measured every
 ``logging.health.gradient_every`` steps), to the console, TensorBoard and metrics.jsonl as
-``health/<network>/<figure>``. A one-line warning names a discriminator that has collapsed or
-wins outright for ``logging.health.patience`` consecutive logs, and what usually helps.
+``health/<network>/<figure>``. A one-line warning names a discriminator that has collapsed, no
+longer points at swapped regions, or wins outright for ``logging.health.patience`` consecutive logs, and what usually helps.
 
 The figures are defined in :mod:`srkit.losses.judgement`; reading them: docs/gan-health.md.
 Figures are means over the steps since the last log, of the main process's share of the batch
@@ -14,6 +14,7 @@ Figures are means over the steps since the last log, of the main process's share
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
@@ -40,11 +41,17 @@ WIN_ADVICE = (
     "learning rate or fewer D steps, label smoothing or instance noise (train.d_noise), a "
     "gradient penalty or spectral norm, or a larger adversarial weight"
 )
+BLIND_ADVICE = (
+    "it judges whole images, so the generator is not told where it fails; what usually "
+    "helps: D steps alone first (train.d_init_iters), a higher D learning rate (TTUR), less "
+    "instance noise (train.d_noise), or larger swapped rectangles (the term's min_size)"
+)
 
 
 class HealthJudge:
-    """Counts consecutive logs at which a discriminator looks collapsed or winning, and words
-    the warning once per episode (when the count reaches ``patience``)."""
+    """Counts consecutive logs at which a discriminator looks collapsed (logit gap below
+    ``collapse_gap``), blind to region swaps (swap gap below it, logit gap not) or winning
+    outright, and words the warning once per episode (when the count reaches ``patience``)."""
 
     def __init__(self, health_cfg: object) -> None:
         self.cfg = health_cfg
@@ -58,14 +65,14 @@ class HealthJudge:
         measured)."""
         cfg = self.cfg
         found = []
-        gaps = [figures[k] for k in ("logit_gap", "swap_gap") if k in figures]
-        collapsed = bool(gaps) and min(gaps) < cfg.collapse_gap
+        collapsed = figures.get("logit_gap", math.inf) < cfg.collapse_gap
+        blind = not collapsed and figures.get("swap_gap", math.inf) < cfg.collapse_gap
         winning = (
             adversarial_share is not None
             and figures.get("accuracy", 0.0) >= cfg.win_accuracy
             and adversarial_share < cfg.win_share
         )
-        for kind, holds in (("collapse", collapsed), ("win", winning)):
+        for kind, holds in (("collapse", collapsed), ("blind", blind), ("win", winning)):
             key = (name, kind)
             self.counts[key] = self.counts[key] + 1 if holds else 0
             if self.counts[key] == cfg.patience:
@@ -74,11 +81,17 @@ class HealthJudge:
 
     def _message(self, name: str, kind: str, figures: dict[str, float], share: float | None) -> str:
         logs = self.cfg.patience
+        below = f"below {self.cfg.collapse_gap:g} for {logs} logs"
         if kind == "collapse":
-            shown = format_scalars(figures, ["logit_gap", "swap_gap", "accuracy"])
+            shown = format_scalars(figures, ["logit_gap", "accuracy"])
+            return f"health: discriminator '{name}' has collapsed ({shown}, {below}): " + (
+                COLLAPSE_ADVICE
+            )
+        if kind == "blind":
+            shown = format_scalars(figures, ["swap_gap", "swap_iou", "logit_gap"])
             return (
-                f"health: discriminator '{name}' has collapsed ({shown}, below "
-                f"{self.cfg.collapse_gap:g} for {logs} logs): {COLLAPSE_ADVICE}"
+                f"health: discriminator '{name}' does not point at the swapped regions "
+                f"({shown}, swap gap {below}): {BLIND_ADVICE}"
             )
         return (
             f"health: discriminator '{name}' wins outright (accuracy={figures['accuracy']:.3f}, "
@@ -97,7 +110,8 @@ class Health(Service):
         self.terms_of = {
             name: [t.name for t in run.terms if t.discriminator == name] for name in run.trained[1:]
         }
-        if self.cfg.enabled:
+        # (One weighted term has the whole gradient: nothing to measure.)
+        if self.cfg.enabled and sum(1 for t in run.terms if t.weight) > 1:
             run.optimise.output_gradient_every = self.cfg.gradient_every
 
     def observe_step(self, run: Trainer, result: StepResult) -> None:
