@@ -337,6 +337,13 @@ class ValDataConfig(StrictModel):
     lpips: LPIPSConfig | None = Field(
         None, description="Report LPIPS (VGG) when the generator outputs images; null = off."
     )
+    colour_drift: bool = Field(
+        True,
+        description="Report colour drift of SR against HR when the generator outputs images: "
+        "`colour_mean_de` (CIE L*a*b* ΔE76 between the images' mean colours) and "
+        "`colour_low_de` (mean ΔE76 after both are box-downscaled by 8); ΔE ≈ 2.3 is just "
+        "noticeable.",
+    )
 
 
 class DataConfig(StrictModel):
@@ -527,6 +534,44 @@ class PictureConfig(StrictModel):
     )
 
 
+class HealthConfig(StrictModel):
+    """Discriminator health figures and warnings (docs/gan-health.md)."""
+
+    enabled: bool = Field(
+        True,
+        description="Log `health/<discriminator>/...` figures (D's probabilities, accuracy, "
+        "logit gap, swap IoU for map discriminators, gradient norm) every `print_every` "
+        "steps, and warn when a discriminator collapses or wins outright.",
+    )
+    gradient_every: int = Field(
+        100,
+        ge=0,
+        description="Every k-th step, measure each generator loss term's share of the "
+        "gradient at the generator's output (`health/generator/share/<term>`; one extra "
+        "backward pass per term, from its loss to G's output); 0 = never. Not measured in a "
+        "run with a single weighted term (its share is 1).",
+    )
+    collapse_gap: float = Field(
+        0.1,
+        ge=0,
+        description="A discriminator counts as collapsed at a log whose logit gap (or, with "
+        "region swaps, swap gap) is below this many logits.",
+    )
+    win_accuracy: float = Field(
+        0.98,
+        gt=0.5,
+        le=1,
+        description="A discriminator counts as winning outright at a log whose accuracy is at "
+        "least this while its adversarial terms' gradient share is below `win_share`.",
+    )
+    win_share: float = Field(
+        0.01, ge=0, le=1, description="See `win_accuracy` (the share last measured)."
+    )
+    patience: int = Field(
+        3, gt=0, description="Consecutive logs a condition must hold before the warning."
+    )
+
+
 class LoggingConfig(StrictModel):
     print_every: int = Field(50, gt=0, description="Steps between console/TensorBoard scalars.")
     val_every: int = Field(1000, gt=0, description="Steps between validations.")
@@ -550,6 +595,9 @@ class LoggingConfig(StrictModel):
         "`stop` ends training (the previous checkpoint stays intact; continue with "
         "`--resume auto`); `retry` goes on training and tries again at the next checkpoint "
         "interval (the final checkpoint must succeed).",
+    )
+    health: HealthConfig = Field(
+        default_factory=HealthConfig, description="Discriminator health figures and warnings."
     )
     tensorboard: bool = Field(True, description="Write TensorBoard event files.")
     progress_bar: bool = Field(True, description="Show a progress bar (when on a terminal).")

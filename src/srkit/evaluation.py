@@ -4,10 +4,10 @@ Shared by validation during training and by ``srkit validate``, so both report t
 
 What is measured depends on what the network produces, never on the method's name:
 
-* **Image metrics** (PSNR/SSIM on Y or RGB, L1, and LPIPS when an :class:`srkit.metrics.lpips.LPIPS`
-  is given) only when the output ``sr`` is an image the size of HR. SR outputs are clamped and
-  rounded to 8 bits first, as saved results would be (the SR literature's convention);
-  PSNR/SSIM follow ``srkit.metrics.psnr_ssim``.
+* **Image metrics** (PSNR/SSIM on Y or RGB, L1, LPIPS when an :class:`srkit.metrics.lpips.LPIPS`
+  is given, colour drift when asked) only when the output ``sr`` is an image the size of HR. SR
+  outputs are clamped and rounded to 8 bits first, as saved results would be (the SR
+  literature's convention); PSNR/SSIM follow ``srkit.metrics.psnr_ssim``.
 * **Loss terms** (given by the trainer: every term without a discriminator, weight-0 "monitor"
   terms included) on the named tensors of each image, reported as ``loss/<term name>``. This is
   how a feature-net run reports its feature MSE next to the bicubic-through-VGG baseline: two
@@ -73,8 +73,12 @@ def evaluate_generator(
     views: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     lpips: nn.Module | None = None,
     on_image: Callable[[int, Mapping[str, Any], torch.Tensor], None] | None = None,
+    colour_drift: bool = False,
 ) -> EvaluationResult:
     """Run ``network`` on every dataset item (dicts with ``lr``, ``hr``, ``name``).
+
+    ``colour_drift`` adds ``colour_mean_de`` and ``colour_low_de`` (see
+    :mod:`srkit.metrics.colour`), measured like PSNR on the 8-bit SR with the border cropped.
 
     ``loss_terms`` (objects with ``name`` and ``generator_loss(StepTensors)``) are evaluated on
     ``lr``, ``hr`` and the network's named outputs, with ``views`` as the expression functions.
@@ -123,6 +127,8 @@ def evaluate_generator(
                 values["l1"] = float((sr - hr).abs().mean())
                 if lpips is not None:
                     values["lpips"] = float(lpips(sr8, hr)[0])
+                if colour_drift:
+                    values.update(_colour_drift(sr8, hr, crop))
                 if index < sheet_images:
                     triples.append((lr[0], sr8[0], hr[0]))
                 if on_image is not None:
@@ -139,6 +145,14 @@ def evaluate_generator(
         network.train(was_training)
     metrics = {key: value / max(count, 1) for key, value in sums.items()}
     return EvaluationResult(metrics, per_image, lr_sr_hr_sheet(triples) if triples else None)
+
+
+def _colour_drift(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> dict[str, float]:
+    from srkit.metrics.colour import colour_drift
+
+    if crop > 0 and min(sr.shape[-2:]) > 2 * crop:
+        sr, hr = sr[..., crop:-crop, crop:-crop], hr[..., crop:-crop, crop:-crop]
+    return colour_drift(sr, hr)
 
 
 class BicubicUpscaler(nn.Module):

@@ -18,6 +18,7 @@ from torch import nn
 
 from srkit.losses import gan
 from srkit.losses.base import BuildContext, LossTerm, LossTermConfig, StrictModel, register_loss
+from srkit.losses.judgement import Judgement, decision_logits
 from srkit.losses.tensors import StepTensors
 
 GanType = Literal[gan.GAN_TYPES]  # type: ignore[valid-type]
@@ -88,6 +89,7 @@ class GanTerm(LossTerm):
         # A plain dict: the discriminator must not become a submodule of the term.
         self._networks = context.networks
         self._latest: tuple[torch.Tensor, ...] = ()
+        self._judged: Judgement | None = None  # the latest D step's, for the health figures
 
     def expressions(self) -> list[str]:
         return [self.real, *self.fake]
@@ -119,6 +121,7 @@ class GanTerm(LossTerm):
         real_logits = discriminator(_with_noise(real, noise_std, noise_rng)).float()
         fake_logits = [discriminator(_with_noise(f, noise_std, noise_rng)).float() for f in fakes]
         loss = gan.discriminator_loss(self.gan_type, real_logits, fake_logits)
+        self._judged = Judgement(*decision_logits(self.gan_type, real_logits, fake_logits))
         return loss, self._logit_stats(real_logits, fake_logits)
 
     def _pixgan_loss(
@@ -142,7 +145,7 @@ class GanTerm(LossTerm):
             min_size=options.min_size,
             per_image=options.per_image,
         )
-        losses, real_all, fake_all = [], [], []
+        losses, real_all, fake_all, real_label_all, fake_label_all = [], [], [], [], []
         self._latest = ()
         for fake in fakes:
             swapped_real, swapped_fake, real_map, fake_map = gan.apply_swaps(real, fake, rectangles)
@@ -159,6 +162,8 @@ class GanTerm(LossTerm):
             )
             real_all.append(real_logits)
             fake_all.append(fake_logits)
+            real_label_all.append(real_labels)
+            fake_label_all.append(fake_labels)
             if not self._latest:  # the first fake's view; references only, drawn on request
                 self._latest = (
                     swapped_real[:1],
@@ -167,7 +172,16 @@ class GanTerm(LossTerm):
                     fake_logits[:1],
                     real_map[:1],
                 )
+        # (Every fake was judged against the same real image, swapped its own way.)
+        self._judged = Judgement(
+            *decision_logits(self.gan_type, torch.cat(real_all), fake_all),
+            torch.cat(real_label_all),
+            torch.cat(fake_label_all),
+        )
         return torch.stack(losses).mean(), self._logit_stats(torch.cat(real_all), fake_all)
+
+    def judgement(self) -> Judgement | None:
+        return self._judged
 
     def pictures(self) -> dict[str, torch.Tensor]:
         """pixgan, latest D step: swapped real | swapped fake | real-label map | D(real') | D(fake').

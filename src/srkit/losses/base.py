@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 if TYPE_CHECKING:
+    from srkit.losses.judgement import Judgement
     from srkit.losses.tensors import StepTensors
 
 
@@ -107,6 +108,11 @@ class LossTerm(nn.Module):
     def pictures(self) -> dict[str, torch.Tensor]:
         """Images (3,H,W in [0,1]) from the last discriminator step worth logging; optional."""
         return {}
+
+    def judgement(self) -> Judgement | None:
+        """What the discriminator judged in this term's latest discriminator step (GAN terms;
+        read by the run's health figures, see :mod:`srkit.losses.judgement`)."""
+        return None
 
 
 Builder = Callable[[Any, BuildContext], LossTerm]

@@ -38,6 +38,7 @@ from torch import nn
 from srkit.evaluation import named_outputs
 from srkit.hardware import precision_context
 from srkit.losses.base import LossTerm
+from srkit.losses.judgement import Judgement, output_gradient_norms
 from srkit.losses.tensors import StepTensors, View
 from srkit.train.distributed import ProcessGroup
 from srkit.train.nonfinite import NonFiniteGuard, nonfinite_values
@@ -73,6 +74,10 @@ def split_batch(batch: dict[str, Any], chunks: int) -> list[dict[str, Any]]:
     return parts
 
 
+def _has_history(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.requires_grad
+
+
 def _as_float(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         return value.float()
@@ -99,6 +104,11 @@ class StepResult:
     verdict: str = "ok"
     # (key, network, value) of the non-finite scalars that caused a "skip" or "abort".
     nonfinite: list[tuple[str, str, float]] = field(default_factory=list)
+    # What each discriminator judged (its terms' judgements, every chunk), for health figures.
+    judgements: dict[str, list[Judgement]] = field(default_factory=dict)
+    # ``||d(weight * loss)/d(generator outputs)||`` per generator term, on the last chunk; only
+    # at steps where ``TrainStep.output_gradient_every`` asks for it (extra backward passes).
+    output_gradient_norms: Scalars = field(default_factory=dict)
 
 
 class TrainStep:
@@ -138,6 +148,9 @@ class TrainStep:
         self.train_only = train_only
         self.nonfinite = nonfinite
         self.scaler = scaler
+        # Every k-th step, measure each generator term's gradient at G's outputs (0: never);
+        # set by the service that reads them.
+        self.output_gradient_every = 0
 
     def __call__(self, batch: dict[str, Any], step: int, with_norms: bool = False) -> StepResult:
         """Step ``step`` (0-based) of every trained network."""
@@ -148,18 +161,24 @@ class TrainStep:
         updated: list[str] = []  # networks whose gradients this step computed
         detached: list[StepTensors] = []  # D's inputs: each chunk's outputs, detached
         last: StepTensors | None = None
+        judgements: dict[str, list[Judgement]] = {}
+        output_norms: Scalars = {}
         if train_generator:
-            last, detached = self._generator_pass(chunks, step, train_discriminators, scalars)
+            last, detached = self._generator_pass(
+                chunks, step, train_discriminators, scalars, output_norms
+            )
             updated.append("generator")
         elif train_discriminators:
             detached = [self._chunk_tensors(chunk, grad=False) for chunk in chunks]
             last = detached[-1]
         if train_discriminators:
             for name in self.discriminators:
-                scalars.update(self._discriminator_pass(name, detached, step))
+                judgements[name] = []
+                scalars.update(self._discriminator_pass(name, detached, step, judgements[name]))
                 updated.append(name)
         norms = {f"grad_norm/{name}": self._gradient_norm(name) for name in updated}
         result = StepResult(step, scalars, last, train_generator, norms)
+        result.judgements, result.output_gradient_norms = judgements, output_norms
         self._update_if_finite(result, updated)
         if with_norms:
             scalars.update(norms)
@@ -222,11 +241,16 @@ class TrainStep:
         return contextlib.nullcontext()
 
     def _generator_pass(
-        self, chunks: list[dict[str, Any]], step: int, keep_detached: bool, scalars: Scalars
+        self,
+        chunks: list[dict[str, Any]],
+        step: int,
+        keep_detached: bool,
+        scalars: Scalars,
+        output_norms: Scalars,
     ) -> tuple[StepTensors, list[StepTensors]]:
         """Forward and backward of the generator over every chunk, discriminators frozen.
         Returns the last chunk's tensors and (when the discriminators train) every chunk's
-        detached outputs."""
+        detached outputs; fills ``output_norms`` when they are due at this step."""
         for name in self.discriminators:
             self.networks[name].requires_grad_(False)
         self.optimizers["generator"].zero_grad(set_to_none=True)
@@ -242,6 +266,8 @@ class TrainStep:
                         f"g/{t.name}": t.generator_loss(tensors).float() for t in weighted_terms
                     }
                 weighted = sum(t.weight * losses[f"g/{t.name}"] for t in weighted_terms)
+                if index == megabatch - 1 and self._output_gradients_due(step):
+                    output_norms.update(self._output_gradient_norms(tensors, losses))
                 if isinstance(weighted, torch.Tensor) and weighted.requires_grad:
                     # (No graph when no term reaches a parameter that trains at this step.)
                     self._backward(weighted / megabatch)
@@ -255,7 +281,20 @@ class TrainStep:
         scalars.update(totals)
         return tensors, detached
 
-    def _discriminator_pass(self, name: str, chunks: list[StepTensors], step: int) -> Scalars:
+    def _output_gradients_due(self, step: int) -> bool:
+        every = self.output_gradient_every
+        return every > 0 and step % every == 0
+
+    def _output_gradient_norms(self, tensors: StepTensors, losses: Scalars) -> Scalars:
+        """Each weighted term's gradient norm at the generator's outputs (the chunk's tensors
+        that carry autograd history)."""
+        outputs = [tensors[n] for n in tensors.names if _has_history(tensors[n])]
+        weighted = {t.name: t.weight * losses[f"g/{t.name}"] for t in self.terms if t.weight}
+        return output_gradient_norms(weighted, outputs) if outputs else {}
+
+    def _discriminator_pass(
+        self, name: str, chunks: list[StepTensors], step: int, judgements: list[Judgement]
+    ) -> Scalars:
         """Forward and backward of discriminator ``name`` on the detached generator outputs."""
         megabatch = len(chunks)
         self.optimizers[name].zero_grad(set_to_none=True)
@@ -273,6 +312,9 @@ class TrainStep:
                             tensors, self.wrapped[name], rng, noise_std
                         )
                     term_loss = term_loss.float()
+                    judged = term.judgement()
+                    if judged is not None:
+                        judgements.append(judged)
                     loss = loss + term_loss
                     key = f"d/{term.name}"
                     totals[key] = totals[key] + term_loss.detach() / megabatch

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from srkit.train.services.base import Service
 from srkit.train.services.checkpoints import Checkpoints
+from srkit.train.services.health import Health
 from srkit.train.services.pictures import TrainingPictures
 from srkit.train.services.scalars import Scalars
 from srkit.train.services.validation import Validation
@@ -17,9 +18,18 @@ from srkit.train.services.validation import Validation
 # checkpoint of a stopped run is announced; a step's checkpoint follows its validation.
 SERVICES: list[type[Service]] = [
     Scalars,
+    Health,
     TrainingPictures,
     Validation,
     Checkpoints,
 ]
 
-__all__ = ["SERVICES", "Checkpoints", "Scalars", "Service", "TrainingPictures", "Validation"]
+__all__ = [
+    "SERVICES",
+    "Checkpoints",
+    "Health",
+    "Scalars",
+    "Service",
+    "TrainingPictures",
+    "Validation",
+]

@@ -1,7 +1,7 @@
 """Validation every ``logging.val_every`` steps (and at the last step, and at step 0 with
-``logging.validate_at_start``): PSNR/SSIM, LPIPS when configured (``run.lpips``, built with the
-other networks), the monitored loss terms, and
-an LR | SR | HR sheet, of the generator and of its EMA copy. Main process only; the others wait
+``logging.validate_at_start``): PSNR/SSIM, colour drift (``data.val.colour_drift``), LPIPS when
+configured (``run.lpips``, built with the other networks), the monitored loss terms, and an
+LR | SR | HR sheet, of the generator and of its EMA copy. Main process only; the others wait
 at a barrier."""
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ class Validation(Service):
             loss_terms=terms,
             views=run.views,
             lpips=run.lpips,
+            colour_drift=val.colour_drift,
         )
         return result.metrics, result.sheet
 
