@@ -259,6 +259,7 @@ def test_detection_round_trip(name, kwargs):
 
 def test_every_generator_detector_claims_only_its_own_state_dicts():
     small = {
+        "compact": {"num_feat": 8, "num_conv": 2},
         "rrdb": {"nf": 8, "nb": 2, "gc": 4},
         "spsr": {"nf": 8, "nb": 4, "gc": 4},
         "srg2": {"nf": 8, "depth": 1, "transforms": 2, "mux_filters": 8},
