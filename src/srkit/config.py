@@ -355,6 +355,19 @@ class NetworkBase(StrictModel):
     init_strict: bool = Field(True, description="Require every weight of `init` to match.")
 
 
+class DiscriminatorBase(NetworkBase):
+    """Keys every discriminator section has besides its own hyper-parameters."""
+
+    spectral_norm: bool = Field(
+        False,
+        description="Spectral normalisation of every convolution and linear layer (each "
+        "layer's weight divided by its largest singular value, one power iteration per "
+        "forward pass): bounds how steeply the discriminator can change, a common cure for "
+        "a discriminator that wins outright or gradients that explode. Applied after `init` "
+        "weights are loaded. See docs/gan-stability.md.",
+    )
+
+
 def _docstring_arguments(doc: str) -> dict[str, str]:
     """Parse a Google-style ``Args:`` section into {argument: one-line description}."""
     descriptions: dict[str, str] = {}
@@ -454,7 +467,8 @@ def _network_model(entry: NetworkEntry) -> type[BaseModel]:
             continue
         fields[name] = (_pydantic_annotation(annotation), Field(default, description=description))
     class_name = "".join(p.capitalize() for p in re.split(r"[^a-zA-Z0-9]", entry.name)) + "Network"
-    model = create_model(class_name, __base__=NetworkBase, **fields)
+    base = DiscriminatorBase if entry.role == "discriminator" else NetworkBase
+    model = create_model(class_name, __base__=base, **fields)
     doc = f"`type: {entry.name}` ({entry.role}). {entry.summary}"
     scales = supported_scales(entry)
     if scales is not None:

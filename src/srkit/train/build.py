@@ -22,11 +22,13 @@ from srkit.errors import CheckpointError, ConfigError, SrkitError
 from srkit.losses.base import BuildContext, LossTerm, loss_entries
 from srkit.losses.tensors import StepTensors, View, builtin_views, parse_expression
 from srkit.nets.registry import build_network, get_network_entry
+from srkit.nets.spectral import apply_spectral_norm
 from srkit.weights import load_state, read_weights, resolve_weights_file
 
 log = logging.getLogger("srkit.train")
 
 _INIT_TAG = 0x494E4954  # "INIT": keeps weight-init seeds apart from the data seeds
+_SN_TAG = 0x534E4F52  # "SNOR": spectral norm's start vectors
 
 
 def select_device(choice: str) -> torch.device:
@@ -110,6 +112,12 @@ def build_networks(config: Any, device: torch.device) -> dict[str, nn.Module]:
         if section.init is not None:
             file = _load_init_weights(name, section, module)
             log.info("networks.%s: weights from %s", name, file)
+        if getattr(section, "spectral_norm", False):
+            with torch.random.fork_rng(devices=[]):  # the power iteration's start vectors
+                torch.manual_seed(
+                    derive_seed(config.seed % 2**64, _SN_TAG, zlib.crc32(name.encode()))
+                )
+                apply_spectral_norm(module)
         if name not in trained:
             module.requires_grad_(False).eval()
         networks[name] = module.to(device)
