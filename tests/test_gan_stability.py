@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from srkit.config import validate_config
+from srkit.losses.adversarial import GanTerm, GanTermConfig
+from srkit.losses.base import BuildContext
+from srkit.losses.penalty import gradient_penalty
+from srkit.losses.tensors import StepTensors, builtin_views
 from srkit.nets.registry import build_network
 from srkit.nets.spectral import (
     WRAPPED_LAYERS,
@@ -19,7 +24,7 @@ from srkit.nets.spectral import (
 )
 from srkit.train.trainer import Trainer
 from srkit.weights import load_network
-from test_gan_training import TINY_DISCRIMINATORS, gan_config, logged
+from test_gan_training import TINY_DISCRIMINATORS, gan_config, logged, one_gan_step
 
 # --------------------------------------------------------------------------- spectral norm
 
@@ -103,3 +108,116 @@ def test_spectral_norm_is_a_discriminator_key_only(make_config):
     raw["networks"]["generator"]["spectral_norm"] = True
     with pytest.raises(ConfigError, match=r"networks\.generator\.spectral_norm: unknown key"):
         validate_config(raw)
+
+
+# --------------------------------------------------------------------------- R1 / R2
+
+
+class ToyDiscriminator(torch.nn.Module):
+    """Two convolutions and a linear head: smooth (softplus), so second derivatives are not 0."""
+
+    def __init__(self, map_output: bool = False) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 4, 3, 2, 1)
+        self.conv2 = torch.nn.Conv2d(4, 2, 3, 2, 1)
+        self.head = torch.nn.Linear(2 * 4 * 4, 1)
+        self.map_output = map_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.nn.functional.softplus(
+            self.conv2(torch.nn.functional.softplus(self.conv1(x)))
+        )
+        return features if self.map_output else self.head(features.flatten(1))
+
+
+def reference_penalty(discriminator: torch.nn.Module, samples: torch.Tensor) -> torch.Tensor:
+    """E_x ||grad_x D(x)||^2, one sample at a time (map outputs summed per sample)."""
+    squares = []
+    for sample in samples:
+        x = sample[None].clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
+        squares.append((gradient**2).sum())
+    return torch.stack(squares).mean()
+
+
+@pytest.mark.parametrize("map_output", [False, True])
+def test_gradient_penalty_equals_the_autograd_reference(map_output):
+    torch.manual_seed(0)
+    discriminator = ToyDiscriminator(map_output)
+    samples = torch.rand(3, 3, 16, 16)
+    value = gradient_penalty(discriminator, samples)
+    expected = reference_penalty(discriminator, samples)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5) and value.item() > 0
+    # ... and trains D the same way (the double backward through D's parameters).
+    # (Biases after the last nonlinearity do not reach the input gradient: allow_unused.)
+    parameters = list(discriminator.parameters())
+    grads = torch.autograd.grad(value, parameters, allow_unused=True)
+    expected_grads = torch.autograd.grad(expected, parameters, allow_unused=True)
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert (got is None) == (want is None)
+        assert got is None or torch.allclose(got, want, rtol=1e-4, atol=1e-7)
+    assert sum(g.abs().sum() for g in grads if g is not None) > 0
+
+
+def test_gradient_penalty_is_float32_under_autocast():
+    torch.manual_seed(0)
+    discriminator = ToyDiscriminator()
+    samples = torch.rand(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = gradient_penalty(discriminator, samples.bfloat16())
+    assert value.dtype == torch.float32
+    expected = reference_penalty(discriminator, samples.bfloat16().float())
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def gan_term(**penalty) -> tuple[GanTerm, ToyDiscriminator]:
+    discriminator = ToyDiscriminator()
+    config = GanTermConfig(gan_type="gan", penalty=penalty, fake=["sr"])
+    context = BuildContext(
+        scale=2, device=torch.device("cpu"), networks={"discriminator": discriminator}
+    )
+    return GanTerm(config, context), discriminator
+
+
+def test_lazy_penalties_apply_every_interval_scaled_by_it():
+    torch.manual_seed(0)
+    term, discriminator = gan_term(r1_gamma=10.0, r2_gamma=0.5, interval=4)
+    hr, sr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    tensors = StepTensors({"hr": hr, "sr": sr}, builtin_views(2))
+    r1 = reference_penalty(discriminator, hr).item()
+    r2 = reference_penalty(discriminator, sr).item()
+    for step in (0, 4, 8):
+        total, logged = term.discriminator_penalty(tensors, step)
+        assert total.item() == pytest.approx(4 * (10.0 / 2 * r1 + 0.5 / 2 * r2), rel=1e-5)
+        assert logged["r1"].item() == pytest.approx(10.0 / 2 * r1, rel=1e-5)
+        assert logged["r2"].item() == pytest.approx(0.5 / 2 * r2, rel=1e-5)
+    for step in (1, 2, 3, 5):
+        assert term.discriminator_penalty(tensors, step) == (None, {})
+    off, _ = gan_term()
+    assert off.discriminator_penalty(tensors, 0) == (None, {})
+
+
+def test_penalty_is_megabatch_invariant(make_config):
+    raw = gan_config(make_config, "vgg", "gan")
+    raw["losses"][1]["penalty"] = {"r1_gamma": 1.0, "r2_gamma": 1.0}
+    logs1, grads1 = one_gan_step(raw, 1)
+    logs2, grads2 = one_gan_step(raw, 4)
+    for key in ("d/gan", "d/gan/r1", "d/gan/r2"):
+        assert logs2[key] == pytest.approx(logs1[key], rel=1e-5), key
+    assert logs1["d/gan/r1"] > 0
+    for key in grads1:
+        scale = grads1[key].abs().max().item()
+        assert (grads2[key] - grads1[key]).abs().max().item() <= 3e-4 * scale + 1e-7, key
+
+
+def test_penalties_train_end_to_end_with_megabatch_and_bf16(make_config):
+    raw = gan_config(make_config, "pixdisc", "pixgan", iterations=2, megabatch=2, precision="bf16")
+    raw["losses"][1]["penalty"] = {"r1_gamma": 0.1, "r2_gamma": 0.1, "interval": 2}
+    raw["logging"]["print_every"] = 1
+    Trainer(validate_config(raw), quiet=True).run()
+    first, second = logged(Path(raw["output_dir"]) / raw["name"])
+    # Step 0 (logged as 1) carries the penalties, step 1 does not.
+    assert math.isfinite(first["d/gan/r1"]) and first["d/gan/r1"] > 0
+    assert math.isfinite(first["d/gan/r2"]) and first["d/gan/r2"] > 0
+    assert "d/gan/r1" not in second and "d/gan/r2" not in second
+    assert math.isfinite(second["d/gan"])

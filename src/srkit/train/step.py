@@ -268,11 +268,13 @@ class TrainStep:
                         term_loss, extra = term.discriminator_loss(
                             tensors, self.wrapped[name], rng, noise_std
                         )
-                    term_loss = term_loss.float()
-                    loss = loss + term_loss
+                    loss = loss + term_loss.float()
+                    regulariser, logged = term.discriminator_penalty(tensors, step)
+                    if regulariser is not None:  # in float32: the term turns autocast off
+                        loss = loss + regulariser
                     key = f"d/{term.name}"
-                    totals[key] = totals[key] + term_loss.detach() / megabatch
-                    for scalar, value in extra.items():
+                    totals[key] = totals[key] + term_loss.detach().float() / megabatch
+                    for scalar, value in {**extra, **logged}.items():
                         totals[f"{key}/{scalar}"] = totals[f"{key}/{scalar}"] + value / megabatch
                 self._backward(loss / megabatch)
         return totals
