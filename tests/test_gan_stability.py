@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from srkit.config import validate_config
+from srkit.losses import gan
 from srkit.losses.adversarial import GanTerm, GanTermConfig
 from srkit.losses.base import BuildContext
 from srkit.losses.penalty import gradient_penalty
@@ -221,3 +222,53 @@ def test_penalties_train_end_to_end_with_megabatch_and_bf16(make_config):
     assert math.isfinite(first["d/gan/r2"]) and first["d/gan/r2"] > 0
     assert "d/gan/r1" not in second and "d/gan/r2" not in second
     assert math.isfinite(second["d/gan"])
+
+
+# --------------------------------------------------------------------------- label smoothing
+
+
+def bce(logits: torch.Tensor, target: torch.Tensor | float) -> torch.Tensor:
+    """Binary cross-entropy with logits written out: -(t log s + (1 - t) log(1 - s))."""
+    s = torch.sigmoid(logits)
+    return -(target * torch.log(s) + (1 - target) * torch.log(1 - s)).mean()
+
+
+def test_label_smoothing_matches_the_formula():
+    torch.manual_seed(0)
+    real, fake = torch.randn(4, 1), torch.randn(4, 1)
+    smooth = 0.9
+    expected = {
+        "gan": (bce(real, smooth) + bce(fake, 0.0)) / 2,
+        "lsgan": (((real - smooth) ** 2).mean() + (fake**2).mean()) / 2,
+        "ragan": (bce(real - fake.mean(), smooth) + bce(fake - real.mean(), 0.0)) / 2,
+    }
+    for gan_type, want in expected.items():
+        got = gan.discriminator_loss(gan_type, real, fake, real_target=smooth)
+        assert got.item() == pytest.approx(want.item(), rel=1e-5), gan_type
+        plain = gan.discriminator_loss(gan_type, real, fake)
+        assert plain.item() != pytest.approx(got.item(), rel=1e-3), gan_type  # it changes
+    with pytest.raises(ValueError, match="hinge"):
+        gan.discriminator_loss("hinge", real, fake, real_target=smooth)
+
+
+def test_label_smoothing_of_pixgan_maps_is_one_sided():
+    torch.manual_seed(0)
+    real, fake = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    real_map = torch.ones(2, 1, 4, 4)
+    real_map[:, :, :2, :2] = 0  # a fake region swapped into the real image
+    fake_map = 1 - real_map  # ... and the real region in the fake image
+    got = gan.discriminator_loss("pixgan", real, [fake], real_map, fake_map, real_target=0.8)
+    want = (bce(real, 0.8 * real_map) + bce(fake, 0.8 * fake_map)) / 2
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_real_label_reaches_the_discriminator_step(make_config):
+    """Through the term: the logged D loss at step 0 differs exactly as the targets do."""
+    raw = gan_config(make_config, "vgg", "lsgan")
+    logs_plain, _ = one_gan_step(raw, 1)
+    raw["losses"][1]["real_label"] = 0.5
+    logs_smooth, _ = one_gan_step(raw, 1)
+    # lsgan: [mean (r - t)^2 + mean f^2] / 2, identical logits at step 0, so the difference is
+    # [mean (r - 0.5)^2 - mean (r - 1)^2] / 2 = [mean r - 0.75] / 2.
+    r = logs_plain["d/gan/real_logit"]
+    assert logs_smooth["d/gan"] - logs_plain["d/gan"] == pytest.approx((r - 0.75) / 2, abs=1e-5)

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from srkit.losses import gan, penalty
@@ -72,11 +72,26 @@ class GanTermConfig(LossTermConfig):
         description="Tensor expressions of the fake samples (each pushed toward real).",
     )
     pixgan: PixganOptions = Field(default_factory=PixganOptions, description="pixgan swap options.")
+    real_label: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="One-sided label smoothing: the discriminator's target for real samples "
+        "(e.g. 0.9; fake stays 0; pixgan: the real parts of its label maps; ragan: the "
+        "target of real-minus-mean-fake). 1 = off; not for hinge, which has no targets.",
+    )
     penalty: PenaltyOptions = Field(
         default_factory=PenaltyOptions,
         description="R1/R2 gradient penalties of the discriminator step (computed on the "
         "clean, unswapped samples, in float32).",
     )
+
+    @field_validator("real_label")
+    @classmethod
+    def _smoothable(cls, value: float, info: ValidationInfo) -> float:
+        if value != 1.0 and info.data.get("gan_type") == "hinge":
+            raise ValueError("hinge has no real target to smooth; use 1 or another gan_type")
+        return value
 
 
 def _with_noise(x: torch.Tensor, std: float, rng: torch.Generator) -> torch.Tensor:
@@ -102,6 +117,7 @@ class GanTerm(LossTerm):
         self.real = config.real
         self.fake = list(config.fake)
         self.options = config.pixgan
+        self.real_label = config.real_label
         # Swapping regions needs real and fake images of the same scene; with swaps switched
         # off pixgan compares plain label maps (real 1, fake 0) and draws nothing.
         self.swapping = (
@@ -144,7 +160,9 @@ class GanTerm(LossTerm):
             return self._pixgan_loss(real, fakes, discriminator, rng, noise_rng, noise_std)
         real_logits = discriminator(_with_noise(real, noise_std, noise_rng)).float()
         fake_logits = [discriminator(_with_noise(f, noise_std, noise_rng)).float() for f in fakes]
-        loss = gan.discriminator_loss(self.gan_type, real_logits, fake_logits)
+        loss = gan.discriminator_loss(
+            self.gan_type, real_logits, fake_logits, real_target=self.real_label
+        )
         return loss, self._logit_stats(real_logits, fake_logits)
 
     def discriminator_penalty(
@@ -199,7 +217,7 @@ class GanTerm(LossTerm):
             fake_labels = gan.labels_to_logit_size(fake_map, *size, channels=channels)
             losses.append(
                 gan.discriminator_loss(
-                    "pixgan", real_logits, [fake_logits], real_labels, fake_labels
+                    "pixgan", real_logits, [fake_logits], real_labels, fake_labels, self.real_label
                 )
             )
             real_all.append(real_logits)
