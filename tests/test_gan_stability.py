@@ -272,3 +272,30 @@ def test_real_label_reaches_the_discriminator_step(make_config):
     # [mean (r - 0.5)^2 - mean (r - 1)^2] / 2 = [mean r - 0.75] / 2.
     r = logs_plain["d/gan/real_logit"]
     assert logs_smooth["d/gan"] - logs_plain["d/gan"] == pytest.approx((r - 0.75) / 2, abs=1e-5)
+
+
+# --------------------------------------------------------------------------- TTUR
+
+
+def test_generator_and_discriminator_step_with_their_own_learning_rates(make_config):
+    """Two time-scale update rule through `train.optim`: Adam's first update of a parameter
+    with a gradient far above eps is lr * g / |g|, so every element moves by its network's lr."""
+    raw = gan_config(make_config, "vgg", "gan")
+    raw["train"]["optim"] = {"generator": {"lr": 1e-4}, "discriminator": {"lr": 4e-4}}
+    trainer = Trainer(validate_config(raw), quiet=True)
+    items = [trainer.train_dataset[(index, index)] for index in range(4)]
+    batch = {key: torch.stack([i[key] for i in items]) for key in ("lr", "hr")}
+    before = {
+        name: [p.detach().clone() for p in trainer.networks[name].parameters()]
+        for name in ("generator", "discriminator")
+    }
+    trainer.train_step(batch, step=0)
+    for name, lr in (("generator", 1e-4), ("discriminator", 4e-4)):
+        moves = [
+            (after.detach() - start)[after.grad.abs() > 1e-4].abs()
+            for start, after in zip(before[name], trainer.networks[name].parameters(), strict=True)
+            if after.grad is not None
+        ]
+        moves = torch.cat(moves)
+        assert moves.numel() > 100
+        assert torch.allclose(moves, torch.full_like(moves, lr), rtol=1e-3), name
