@@ -410,6 +410,21 @@ simple(
     mask=(r"(?<=unknown key 'spectral_norm'); valid keys here: .*$",),
 )
 simple(
+    "config-ema-view-without-ema",
+    "config",
+    "A loss term reading the averaged generator (`ema(lr)`, e.g. LDL's reference) in a run "
+    "without `train.ema`.",
+    "losses.1.reference: 'ema(lr)' reads the averaged generator, which needs train.ema",
+    train_with(lambda raw: raw["losses"].append({"type": "ldl", "weight": 1.0})),
+)
+simple(
+    "config-ldl-even-window",
+    "config",
+    "An LDL window without a centre pixel.",
+    "losses.1.window: the window needs a centre pixel: use an odd side, got 4",
+    train_with(lambda raw: raw["losses"].append({"type": "ldl", "window": 4})),
+)
+simple(
     "config-megabatch-not-dividing",
     "config",
     "`train.megabatch` does not divide the batch size.",

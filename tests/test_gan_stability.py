@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 from srkit.config import validate_config
 from srkit.losses import gan
 from srkit.losses.adversarial import GanTerm, GanTermConfig
+from srkit.losses.artifacts import ArtifactLoss, ArtifactLossConfig, artifact_map
 from srkit.losses.base import BuildContext
 from srkit.losses.penalty import gradient_penalty
 from srkit.losses.tensors import StepTensors, builtin_views
@@ -299,3 +301,69 @@ def test_generator_and_discriminator_step_with_their_own_learning_rates(make_con
         moves = torch.cat(moves)
         assert moves.numel() > 100
         assert torch.allclose(moves, torch.full_like(moves, lr), rtol=1e-3), name
+
+
+# --------------------------------------------------------------------------- LDL
+
+
+def reference_artifact_map(sr, hr, reference, window):
+    """LDL's map written out with explicit windows (numpy, reflect padding, unbiased variance)."""
+    residual = np.abs(hr - sr).sum(axis=1)  # (N, H, W)
+    reference_residual = np.abs(hr - reference).sum(axis=1)
+    pad = window // 2
+    out = np.zeros_like(residual)
+    for n in range(residual.shape[0]):
+        padded = np.pad(residual[n], pad, mode="reflect")
+        patch = residual[n].var(ddof=1) ** 0.2
+        for i in range(residual.shape[1]):
+            for j in range(residual.shape[2]):
+                out[n, i, j] = patch * padded[i : i + window, j : j + window].var(ddof=1)
+    out[residual < reference_residual] = 0
+    return out[:, None]
+
+
+def test_artifact_map_matches_the_written_out_formula():
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 12, 10, dtype=torch.float64)
+    sr = hr + 0.1 * torch.randn_like(hr)
+    reference = hr + 0.1 * torch.randn_like(hr)
+    got = artifact_map(sr, hr, reference, window=5)
+    want = reference_artifact_map(sr.numpy(), hr.numpy(), reference.numpy(), 5)
+    assert got.shape == (2, 1, 12, 10)
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-9)
+    # Both cases occur: pixels where the EMA model is better (masked) and where it is not.
+    assert 0 < (want == 0).mean() < 1
+
+
+def test_ldl_loss_is_weighted_l1_without_gradient_through_the_map():
+    torch.manual_seed(0)
+    term = ArtifactLoss(ArtifactLossConfig(window=3))
+    hr = torch.rand(1, 3, 8, 8)
+    reference = hr + 0.05 * torch.randn_like(hr)
+    sr = (hr + 0.1 * torch.randn_like(hr)).requires_grad_(True)
+    tensors = StepTensors({"sr": sr, "hr": hr, "ref": reference}, {"ema": lambda x: x})
+    term.reference = "ref"
+    loss = term.generator_loss(tensors)
+    weight = artifact_map(sr, hr, reference, 3)
+    assert loss.item() == pytest.approx((weight * (sr - hr)).abs().mean().item(), rel=1e-6)
+    (gradient,) = torch.autograd.grad(loss, sr)
+    expected = weight * torch.sign(sr - hr).detach() / sr.numel()
+    assert torch.allclose(gradient, expected, atol=1e-9)
+    same = StepTensors({"sr": hr, "hr": hr, "ref": reference}, {})
+    assert term.generator_loss(same).item() == 0
+
+
+def test_ldl_trains_with_the_ema_view_and_needs_train_ema(make_config):
+    from srkit.errors import ConfigError
+
+    raw = gan_config(make_config, "vgg", "ragan", iterations=2)
+    raw["losses"].append({"type": "ldl", "weight": 1.0})
+    with pytest.raises(
+        ConfigError, match=r"losses\.2\.reference: 'ema\(lr\)' reads .* needs train\.ema"
+    ):
+        validate_config(raw)
+    raw["train"]["ema"] = {"decay": 0.9}
+    raw["logging"]["print_every"] = 1
+    Trainer(validate_config(raw), quiet=True).run()
+    rows = logged(Path(raw["output_dir"]) / raw["name"])
+    assert rows[0]["g/ldl"] > 0 and math.isfinite(rows[1]["g/ldl"])

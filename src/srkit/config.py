@@ -861,15 +861,22 @@ def check_config(config: Any, source: str = "<config>") -> None:
             "discriminators need"
         )
 
-    from srkit.losses.tensors import builtin_views, check_expression
+    from srkit.losses.tensors import builtin_views, check_expression, parse_expression
 
     functions = set(builtin_views(config.scale)) | {n for n in networks if n not in trained}
+    if config.train.ema is not None:
+        functions.add("ema")  # the averaged generator (srkit.train.build.ema_view)
     check_expression(config.train.generator_input, functions, f"{source}: train.generator_input")
     for index, term in enumerate(config.losses):
         for field_name, value in term:
             values = value if isinstance(value, (list, tuple)) else [value]
-            if field_name in ("input", "target", "real", "fake", "source"):
+            if field_name in ("input", "target", "real", "fake", "source", "reference"):
                 for expression in values:
+                    if "ema" not in functions and "ema" in parse_expression(expression)[:-1]:
+                        fail(
+                            f"losses.{index}.{field_name}: '{expression}' reads the averaged "
+                            "generator, which needs train.ema (e.g. {decay: 0.999})"
+                        )
                     check_expression(
                         expression, functions, f"{source}: losses.{index}.{field_name}"
                     )

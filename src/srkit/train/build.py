@@ -19,6 +19,7 @@ from torch import nn
 from srkit.config import constructor_arguments, trained_network_names
 from srkit.data.sampler import derive_seed
 from srkit.errors import CheckpointError, ConfigError, SrkitError
+from srkit.evaluation import named_outputs
 from srkit.losses.base import BuildContext, LossTerm, loss_entries
 from srkit.losses.tensors import StepTensors, View, builtin_views, parse_expression
 from srkit.nets.registry import build_network, get_network_entry
@@ -152,12 +153,23 @@ def tensor_views(config: Any, networks: dict[str, nn.Module]) -> dict[str, View]
     trained = set(trained_network_names(config))
     for name, module in networks.items():
         if name not in trained:
-            if name in views:
+            if name in views or name == "ema":
                 raise ConfigError(
                     f"networks.{name}: the name '{name}' is a built-in view; rename it"
                 )
             views[name] = module
     return views
+
+
+def ema_view(module: nn.Module) -> View:
+    """The ``ema`` expression function of a run with ``train.ema``: the averaged generator's
+    ``sr`` output for an input (no gradient), e.g. ``ema(lr)``."""
+
+    def ema(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return named_outputs(module(x))["sr"].float()
+
+    return ema
 
 
 def build_loss_terms(config: Any, context: BuildContext) -> list[LossTerm]:
