@@ -12,11 +12,20 @@ The whole pipeline of ``docs/recipes.md``, with the budgets as arguments:
    runs' checkpoints at the end of each cosine cycle are evaluated (``<run>@<step>``).
 3. GAN recipes from their starts: ``esrgan_x4`` and ``switched_d_x4`` (from RRDB),
    ``srg2_pixgan_x4`` (from SRG2), ``spsr_x4`` (from SPSR).
-4. Evaluation of every final checkpoint (EMA weights) and of bicubic on the held-out crops:
-   PSNR-Y, SSIM-Y (crop 4), L1, LPIPS (VGG, v0.1): the code of ``srkit validate``. Also each
-   run's validation L1 at step 0 and at its end (``logging.validate_at_start``).
-5. A sheet: for the 3 held-out crops with the lowest bicubic PSNR (the most detail), the centre
-   128x128 of bicubic | each PSNR model | each GAN | HR (each model sees the whole crop).
+4. Evaluation of every final checkpoint (EMA weights) and of bicubic on one split of the
+   held-out crops (``--split``, see below): PSNR-Y, SSIM-Y (crop 4), L1, LPIPS (VGG, v0.1): the
+   code of ``srkit validate``. Also each run's validation L1 at step 0 and at its end
+   (``logging.validate_at_start``).
+5. A sheet: for the 3 crops of the split with the lowest bicubic PSNR (the most detail), the
+   centre 128x128 of bicubic | each PSNR model | each GAN | HR (each model sees the whole crop).
+
+Tuning and report splits: the held-out crops, sorted by file name, alternate between a
+**report** split (the 1st, 3rd, 5th, ...) and a **tuning** split (the 2nd, 4th, ...): with
+the 55 photos of ``get-photos.sh`` 4 report and 3 tuning crops. Recipes are chosen on the
+tuning split only; the report split is measured once a recipe is fixed and never looked at
+while choosing. The runs validate during training on the tuning split (their logs and
+validation pictures show tuning crops only); ``--split`` (default ``tuning``) chooses the
+split of the table, which names it.
 
 Each run is a ``srkit train ... --resume auto`` process with one OpenMP thread; ``--jobs``
 processes run at once, in dependency order. A run whose final checkpoint exists is skipped, so
@@ -36,6 +45,7 @@ import functools
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -140,8 +150,9 @@ def plan(args: argparse.Namespace) -> list[Run]:
         f"output_dir={work / 'runs'}",
         f"data.train.hr={dataset / 'train/hr'}",
         f"data.train.lr={dataset / 'train/lr_x4'}",
-        f"data.val.hr={dataset / 'heldout/hr'}",
-        f"data.val.lr={dataset / 'heldout/lr_x4'}",
+        # Validation while training sees the tuning crops only (see heldout_split).
+        f"data.val.hr={dataset / 'heldout_tuning/hr'}",
+        f"data.val.lr={dataset / 'heldout_tuning/lr_x4'}",
         "logging.progress_bar=false",
     ]
     for run in runs:
@@ -150,6 +161,29 @@ def plan(args: argparse.Namespace) -> list[Run]:
         steps = args.basicsr_steps or args.psnr_steps
         runs.insert(1, Run("rrdb_psnr_x4_basicsr", steps, basicsr=True))
     return runs
+
+
+SPLITS = ("tuning", "report")
+
+
+def split_of(position: int) -> str:
+    """The split of the held-out crop at ``position`` (0-based) in name order: the 1st, 3rd,
+    5th ... crop is for the report, the 2nd, 4th ... for tuning."""
+    return "tuning" if position % 2 else "report"
+
+
+def heldout_split(work: Path, split: str) -> Path:
+    """``dataset/heldout_<split>`` (``hr/`` and ``lr_x4/``): that split's crops, copied afresh
+    from ``dataset/heldout`` as ``srkit prepare`` wrote it."""
+    source, target = work / "dataset/heldout", work / f"dataset/heldout_{split}"
+    names = sorted(path.name for path in (source / "hr").iterdir() if path.is_file())
+    chosen = [name for position, name in enumerate(names) if split_of(position) == split]
+    shutil.rmtree(target, ignore_errors=True)
+    for folder in ("hr", "lr_x4"):
+        (target / folder).mkdir(parents=True)
+        for name in chosen:
+            shutil.copy2(source / folder / name, target / folder / name)
+    return target
 
 
 @functools.cache
@@ -257,12 +291,8 @@ def evaluate(runs: list[Run], args: argparse.Namespace) -> list[tuple[str, objec
     from srkit.metrics.lpips import load_lpips
     from srkit.weights import load_network
 
-    dataset = SRDataset(
-        hr_root=args.work / "dataset/heldout/hr",
-        lr_root=args.work / "dataset/heldout/lr_x4",
-        scale=4,
-        patch_size=None,
-    )
+    split = heldout_split(args.work, args.split)
+    dataset = SRDataset(hr_root=split / "hr", lr_root=split / "lr_x4", scale=4, patch_size=None)
     models = [("bicubic", BicubicUpscaler(4))]
     for run in runs:
         if run.basicsr:
@@ -279,9 +309,12 @@ def evaluate(runs: list[Run], args: argparse.Namespace) -> list[tuple[str, objec
         models.append((run.name, load_network(run.final(args.work))))
     lpips = load_lpips(args.lpips_lin, args.vgg16, key="--lpips-lin")
     results = evaluate_models(models, dataset, scale=4, device=torch.device("cpu"), lpips=lpips)
+    names = ", ".join(path.stem for path in sorted((split / "hr").iterdir()))
+    print(f"split: {args.split} ({len(dataset)} held-out crops: {names})")
     print(quality_table(results))
-    (args.work / "quality.csv").write_text(quality_csv(results))
-    print(f"(held-out: {len(dataset)} crops; per image: {args.work / 'quality.csv'})")
+    table = args.work / f"quality_{args.split}.csv"
+    table.write_text(quality_csv(results))
+    print(f"(split: {args.split}; per image: {table})")
     print("\nvalidation L1 (EMA weights) at step 0 and at the end of each srkit run:")
     for run in runs:
         if run.basicsr:
@@ -361,6 +394,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="OpenMP threads per run")
     parser.add_argument("--sheet", type=Path, help="write the image sheet here")
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="tuning",
+        help="held-out crops the table is measured on: tuning (choose recipes on these) or "
+        "report (measure a fixed recipe; never tune on it)",
+    )
     args = parser.parse_args()
     args.work = args.work.resolve()
 
@@ -376,6 +416,7 @@ def main() -> None:
             "--holdout-every", "7", "--holdout-crop", "384",
         ]  # fmt: skip
         subprocess.run(prepare, check=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        heldout_split(args.work, "tuning")  # what the runs validate on
         run_all(runs, args)
     torch.set_num_threads(max(1, args.threads * args.jobs))
     evaluate(runs, args)

@@ -372,6 +372,59 @@ simple(
     train_with(lambda raw: gan(raw, "vgg", "pixgan")),
 )
 simple(
+    "config-gan-penalty-negative",
+    "config",
+    "A negative R1 (or R2) gradient-penalty weight.",
+    "losses.1.penalty.r1_gamma: input should be greater than or equal to 0, got -10",
+    train_with(lambda raw: (gan(raw), _set(raw, "losses.1.penalty", {"r1_gamma": -10}))),
+)
+simple(
+    "config-gan-penalty-interval",
+    "config",
+    "A lazy-regularisation interval below 1.",
+    "losses.1.penalty.interval: input should be greater than or equal to 1, got 0",
+    train_with(
+        lambda raw: (gan(raw), _set(raw, "losses.1.penalty", {"r1_gamma": 10, "interval": 0}))
+    ),
+)
+simple(
+    "config-gan-real-label-out-of-range",
+    "config",
+    "A label-smoothing target for real samples outside (0, 1].",
+    "losses.1.real_label: input should be less than or equal to 1, got 1.1",
+    train_with(lambda raw: (gan(raw), _set(raw, "losses.1.real_label", 1.1))),
+)
+simple(
+    "config-gan-real-label-hinge",
+    "config",
+    "Label smoothing on a hinge GAN term, which has no targets.",
+    "losses.1.real_label: hinge has no real target to smooth; use 1 or another gan_type, got 0.9",
+    train_with(lambda raw: (gan(raw, "vgg", "hinge"), _set(raw, "losses.1.real_label", 0.9))),
+)
+simple(
+    "config-spectral-norm-not-discriminator",
+    "config",
+    "`spectral_norm` on a network that is not a discriminator.",
+    "networks.generator.spectral_norm: unknown key 'spectral_norm'",
+    setting(("networks.generator.spectral_norm", True)),
+    mask=(r"(?<=unknown key 'spectral_norm'); valid keys here: .*$",),
+)
+simple(
+    "config-ema-view-without-ema",
+    "config",
+    "A loss term reading the averaged generator (`ema(lr)`, e.g. LDL's reference) in a run "
+    "without `train.ema`.",
+    "losses.1.reference: 'ema(lr)' reads the averaged generator, which needs train.ema",
+    train_with(lambda raw: raw["losses"].append({"type": "ldl", "weight": 1.0})),
+)
+simple(
+    "config-ldl-even-window",
+    "config",
+    "An LDL window without a centre pixel.",
+    "losses.1.window: the window needs a centre pixel: use an odd side, got 4",
+    train_with(lambda raw: raw["losses"].append({"type": "ldl", "window": 4})),
+)
+simple(
     "config-megabatch-not-dividing",
     "config",
     "`train.megabatch` does not divide the batch size.",

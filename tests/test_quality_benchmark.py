@@ -65,6 +65,9 @@ def test_every_run_is_a_shipped_config_with_its_start_and_budget(tmp_path):
         assert config.name == name and config.train.iterations == run.steps
         assert config.output_dir == tmp_path / "runs"
         assert config.data.train.lr == tmp_path / "dataset/train/lr_x4"
+        # Validation while training looks at the tuning crops, never at the report ones.
+        assert config.data.val.hr == tmp_path / "dataset/heldout_tuning/hr"
+        assert config.data.val.lr == tmp_path / "dataset/heldout_tuning/lr_x4"
         if name == "rrdb_psnr_x4":
             # The shipped recipe's 1500 / 1500 / 4500 / 4500 cycles scaled to 30 steps.
             assert config.train.schedule.periods == [4, 4, 11, 11]
@@ -117,10 +120,14 @@ def test_evaluation_l1_readout_and_sheet_on_tiny_runs(make_config, tmp_path, cap
     for name in ("tiny_a", "tiny_b"):
         _tiny_run(make_config, work, name)
         runs.append(quality.Run(name, 4))
-    args = argparse.Namespace(work=work, lpips_lin=None, vgg16=None, sheet=tmp_path / "sheet.png")
+    args = argparse.Namespace(
+        work=work, lpips_lin=None, vgg16=None, sheet=tmp_path / "sheet.png", split="report"
+    )
     monkeypatch.setattr("srkit.metrics.lpips.load_lpips", lambda *a, **k: None)
     results = quality.evaluate(runs, args)
     out = capsys.readouterr().out
+    assert "split: report (1 held-out crops: p1)" in out
+    assert (work / "quality_report.csv").is_file()
     assert [name for name, _ in results] == ["bicubic", "tiny_a", "tiny_b"]
     metrics = json.loads(
         next(
@@ -133,9 +140,9 @@ def test_evaluation_l1_readout_and_sheet_on_tiny_runs(make_config, tmp_path, cap
     assert first == metrics["val/l1"] and step == 4 and last != first
     assert f"step 0: {first:.4f}" in out
     sheet = read_rgb(tmp_path / "sheet.png")
-    # 2 held-out images (every 2nd of 4) -> 2 rows; 4 columns (bicubic, 2 runs, HR) of 128 px...
-    # the crops are only 48 px here, so each tile is 48 px.
-    assert sheet.shape == (2 * 48 + 4, 4 * 48 + 3 * 4, 3)
+    # 2 held-out images (every 2nd of 4), 1 of them in the report split -> 1 row; 4 columns
+    # (bicubic, 2 runs, HR) of 128 px... the crops are only 48 px here, so each tile is 48 px.
+    assert sheet.shape == (48, 4 * 48 + 3 * 4, 3)
     hr = read_rgb(work / "dataset/heldout/hr/p1.png")
     np.testing.assert_allclose(sheet[:48, -48:], hr, atol=1 / 255)
 
@@ -169,7 +176,13 @@ def test_srkit_and_basicsr_are_compared_at_each_cycle_end(make_config, tmp_path,
         torch.save({"params": weights, "params_ema": weights}, models / f"net_g_{step}.pth")
     runs = [quality.Run("rrdb_psnr_x4", 16), quality.Run("rrdb_psnr_x4_basicsr", 16, basicsr=True)]
     args = argparse.Namespace(
-        work=work, psnr_steps=16, lpips_lin=None, vgg16=None, sheet=None, basicsr_steps=None
+        work=work,
+        psnr_steps=16,
+        lpips_lin=None,
+        vgg16=None,
+        sheet=None,
+        basicsr_steps=None,
+        split="tuning",
     )
     monkeypatch.setattr("srkit.metrics.lpips.load_lpips", lambda *a, **k: None)
     results = dict(quality.evaluate(runs, args))
@@ -187,3 +200,23 @@ def test_srkit_and_basicsr_are_compared_at_each_cycle_end(make_config, tmp_path,
     # Each row is its own checkpoint: no two srkit/BasicSR rows score the same.
     scores = [results[name].metrics["psnr_y"] for name in list(results)[1:]]
     assert len(set(scores)) == len(scores)
+
+
+def test_heldout_crops_split_into_disjoint_tuning_and_report_sets(tmp_path):
+    """Sorted by name, the held-out crops alternate report, tuning, report, ..."""
+    quality = _load_quality()
+    assert [quality.split_of(i) for i in range(7)] == ["report", "tuning"] * 3 + ["report"]
+    work = tmp_path / "work"
+    names = [f"photo{i}.png" for i in (3, 0, 6, 1, 5, 2, 4)]
+    for folder in ("hr", "lr_x4"):
+        (work / "dataset/heldout" / folder).mkdir(parents=True)
+        for name in names:
+            (work / "dataset/heldout" / folder / name).write_text(folder + name)
+    chosen = {}
+    for split in quality.SPLITS:
+        folder = quality.heldout_split(work, split)
+        chosen[split] = sorted(p.name for p in (folder / "hr").iterdir())
+        assert chosen[split] == sorted(p.name for p in (folder / "lr_x4").iterdir())
+        assert (folder / "lr_x4" / chosen[split][0]).read_text() == "lr_x4" + chosen[split][0]
+    assert chosen["report"] == [f"photo{i}.png" for i in (0, 2, 4, 6)]
+    assert chosen["tuning"] == [f"photo{i}.png" for i in (1, 3, 5)]

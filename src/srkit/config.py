@@ -617,6 +617,19 @@ class NetworkBase(StrictModel):
     init_strict: bool = Field(True, description="Require every weight of `init` to match.")
 
 
+class DiscriminatorBase(NetworkBase):
+    """Keys every discriminator section has besides its own hyper-parameters."""
+
+    spectral_norm: bool = Field(
+        False,
+        description="Spectral normalisation of every convolution and linear layer (each "
+        "layer's weight divided by its largest singular value, one power iteration per "
+        "forward pass): bounds how steeply the discriminator can change, a common cure for "
+        "a discriminator that wins outright or gradients that explode. Applied after `init` "
+        "weights are loaded. See docs/gan-stability.md.",
+    )
+
+
 def _docstring_arguments(doc: str) -> dict[str, str]:
     """Parse a Google-style ``Args:`` section into {argument: one-line description}."""
     descriptions: dict[str, str] = {}
@@ -716,7 +729,8 @@ def _network_model(entry: NetworkEntry) -> type[BaseModel]:
             continue
         fields[name] = (_pydantic_annotation(annotation), Field(default, description=description))
     class_name = "".join(p.capitalize() for p in re.split(r"[^a-zA-Z0-9]", entry.name)) + "Network"
-    model = create_model(class_name, __base__=NetworkBase, **fields)
+    base = DiscriminatorBase if entry.role == "discriminator" else NetworkBase
+    model = create_model(class_name, __base__=base, **fields)
     doc = f"`type: {entry.name}` ({entry.role}). {entry.summary}"
     scales = supported_scales(entry)
     if scales is not None:
@@ -1134,15 +1148,22 @@ def check_config(config: Any, source: str = "<config>") -> None:
             "discriminators need"
         )
 
-    from srkit.losses.tensors import builtin_views, check_expression
+    from srkit.losses.tensors import builtin_views, check_expression, parse_expression
 
     functions = set(builtin_views(config.scale)) | {n for n in networks if n not in trained}
+    if config.train.ema is not None:
+        functions.add("ema")  # the averaged generator (srkit.train.build.ema_view)
     check_expression(config.train.generator_input, functions, f"{source}: train.generator_input")
     for index, term in enumerate(config.losses):
         for field_name, value in term:
             values = value if isinstance(value, (list, tuple)) else [value]
-            if field_name in ("input", "target", "real", "fake", "source"):
+            if field_name in ("input", "target", "real", "fake", "source", "reference"):
                 for expression in values:
+                    if "ema" not in functions and "ema" in parse_expression(expression)[:-1]:
+                        fail(
+                            f"losses.{index}.{field_name}: '{expression}' reads the averaged "
+                            "generator, which needs train.ema (e.g. {decay: 0.999})"
+                        )
                     check_expression(
                         expression, functions, f"{source}: losses.{index}.{field_name}"
                     )

@@ -34,6 +34,7 @@ from torch import nn
 from srkit.errors import CheckpointError, ConfigError
 from srkit.fsutil import atomic_write
 from srkit.nets.convert import unwrap_state_dict
+from srkit.nets.spectral import fold_spectral_norm, has_spectral_norm, spectral_layers
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 
@@ -344,6 +345,8 @@ def load_state(
     convert = getattr(module, "convert_state_dict", None)
     if callable(convert):
         state = convert(state)
+    if has_spectral_norm(state):  # layers trained with spectral norm, loaded without it
+        state = fold_spectral_norm(state, keep=spectral_layers(module))
     result = None
     try:
         result = module.load_state_dict(state, strict=strict)

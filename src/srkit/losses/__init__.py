@@ -1,3 +1,11 @@
 """Loss terms. Importing this package registers every built-in term type."""
 
-from srkit.losses import adversarial, colour, gradient, lr_feature, perceptual, pixel  # noqa: F401
+from srkit.losses import (  # noqa: F401
+    adversarial,
+    artifacts,
+    colour,
+    gradient,
+    lr_feature,
+    perceptual,
+    pixel,
+)

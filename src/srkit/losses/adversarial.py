@@ -13,10 +13,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
-from srkit.losses import gan
+from srkit.losses import gan, penalty
 from srkit.losses.base import BuildContext, LossTerm, LossTermConfig, StrictModel, register_loss
 from srkit.losses.judgement import Judgement, decision_logits
 from srkit.losses.tensors import StepTensors
@@ -37,6 +37,27 @@ class PixganOptions(StrictModel):
     )
 
 
+class PenaltyOptions(StrictModel):
+    """Gradient penalties of the discriminator, R1 and R2 (docs/gan-stability.md)."""
+
+    r1_gamma: float = Field(
+        0.0,
+        ge=0,
+        description="R1: gamma / 2 * E||grad_x D(x)||^2 on the real samples, added to the "
+        "discriminator's loss (map discriminators: gradient of the map's sum per sample); "
+        "0 = off. StyleGAN2 uses 10 for one-logit discriminators.",
+    )
+    r2_gamma: float = Field(
+        0.0, ge=0, description="R2: the same penalty on the fake samples; 0 = off."
+    )
+    interval: int = Field(
+        1,
+        ge=1,
+        description="Lazy regularisation: compute the penalties only every k-th step and "
+        "multiply them by k (StyleGAN2: 16), saving most of their cost.",
+    )
+
+
 class GanTermConfig(LossTermConfig):
     """Adversarial term: the generator side in the objective, plus a discriminator step."""
 
@@ -52,6 +73,26 @@ class GanTermConfig(LossTermConfig):
         description="Tensor expressions of the fake samples (each pushed toward real).",
     )
     pixgan: PixganOptions = Field(default_factory=PixganOptions, description="pixgan swap options.")
+    real_label: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="One-sided label smoothing: the discriminator's target for real samples "
+        "(e.g. 0.9; fake stays 0; pixgan: the real parts of its label maps; ragan: the "
+        "target of real-minus-mean-fake). 1 = off; not for hinge, which has no targets.",
+    )
+    penalty: PenaltyOptions = Field(
+        default_factory=PenaltyOptions,
+        description="R1/R2 gradient penalties of the discriminator step (computed on the "
+        "clean, unswapped samples, in float32).",
+    )
+
+    @field_validator("real_label")
+    @classmethod
+    def _smoothable(cls, value: float, info: ValidationInfo) -> float:
+        if value != 1.0 and info.data.get("gan_type") == "hinge":
+            raise ValueError("hinge has no real target to smooth; use 1 or another gan_type")
+        return value
 
 
 def _with_noise(x: torch.Tensor, std: float, rng: torch.Generator) -> torch.Tensor:
@@ -77,6 +118,7 @@ class GanTerm(LossTerm):
         self.real = config.real
         self.fake = list(config.fake)
         self.options = config.pixgan
+        self.real_label = config.real_label
         # Swapping regions needs real and fake images of the same scene; with swaps switched
         # off pixgan compares plain label maps (real 1, fake 0) and draws nothing.
         self.swapping = (
@@ -120,9 +162,30 @@ class GanTerm(LossTerm):
             return self._pixgan_loss(real, fakes, discriminator, rng, noise_rng, noise_std)
         real_logits = discriminator(_with_noise(real, noise_std, noise_rng)).float()
         fake_logits = [discriminator(_with_noise(f, noise_std, noise_rng)).float() for f in fakes]
-        loss = gan.discriminator_loss(self.gan_type, real_logits, fake_logits)
+        loss = gan.discriminator_loss(
+            self.gan_type, real_logits, fake_logits, real_target=self.real_label
+        )
         self._judged = Judgement(*decision_logits(self.gan_type, real_logits, fake_logits))
         return loss, self._logit_stats(real_logits, fake_logits)
+
+    def discriminator_penalty(
+        self, tensors: StepTensors, step: int
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        options = self.config.penalty
+        sides = {"r1": (options.r1_gamma, [self.real]), "r2": (options.r2_gamma, self.fake)}
+        discriminator = self._networks[self.discriminator]
+        total: torch.Tensor | None = None
+        logged: dict[str, torch.Tensor] = {}
+        for key, (gamma, expressions) in sides.items():
+            factor = penalty.lazy_weight(gamma, options.interval, step)
+            if not factor:
+                continue
+            value = torch.stack(
+                [penalty.gradient_penalty(discriminator, tensors[e]) for e in expressions]
+            ).mean()
+            total = factor * value if total is None else total + factor * value
+            logged[key] = gamma / 2 * value.detach()  # the per-step weight, not the lazy one
+        return total, logged
 
     def _pixgan_loss(
         self,
@@ -157,7 +220,7 @@ class GanTerm(LossTerm):
             fake_labels = gan.labels_to_logit_size(fake_map, *size, channels=channels)
             losses.append(
                 gan.discriminator_loss(
-                    "pixgan", real_logits, [fake_logits], real_labels, fake_labels
+                    "pixgan", real_logits, [fake_logits], real_labels, fake_labels, self.real_label
                 )
             )
             real_all.append(real_logits)

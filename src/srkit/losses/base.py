@@ -105,6 +105,15 @@ class LossTerm(nn.Module):
         """
         raise NotImplementedError(f"loss term '{self.name}' has no discriminator side")
 
+    def discriminator_penalty(
+        self, tensors: StepTensors, step: int
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """A regulariser added to the discriminator's loss at ``step`` (e.g. a gradient
+        penalty), with detached scalars to log; ``(None, {})`` when there is none this step.
+
+        Called outside autocast, once per chunk, after :meth:`discriminator_loss`."""
+        return None, {}
+
     def pictures(self) -> dict[str, torch.Tensor]:
         """Images (3,H,W in [0,1]) from the last discriminator step worth logging; optional."""
         return {}

@@ -99,6 +99,7 @@ def discriminator_loss(
     fake_logits: torch.Tensor | Sequence[torch.Tensor],
     real_labels: torch.Tensor | None = None,
     fake_labels: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    real_target: float = 1.0,
 ) -> torch.Tensor:
     """The discriminator's loss for one real batch and one or more fake batches.
 
@@ -106,16 +107,25 @@ def discriminator_loss(
     by all fakes or one per fake) default to 1 for real and 0 for fake; they are what pixgan
     passes after swapping, and are accepted for ``gan`` and ``lsgan`` too (soft labels).
     ``hinge`` and ``ragan`` have no labels.
+
+    ``real_target`` < 1 is one-sided label smoothing (Salimans et al. 2016): D's target for
+    real becomes ``real_target`` instead of 1, fake stays 0. Label maps are multiplied by it
+    (their real 1s become ``real_target``); for ``ragan`` it is the target of the
+    real-minus-mean-fake logit. ``hinge`` has no target to smooth.
     """
     _check_gan_type(gan_type)
     real = real_logits.float()
     fakes = _as_list(fake_logits, "fake_logits")
     if gan_type not in _LABELLED_TYPES and (real_labels is not None or fake_labels is not None):
         raise ValueError(f"GAN type {gan_type!r} takes no label maps")
+    if gan_type == "hinge" and real_target != 1.0:
+        raise ValueError("hinge has no real target to smooth")
 
     if gan_type in _LABELLED_TYPES:
-        real_term = _fit(gan_type, real, 1.0 if real_labels is None else real_labels)
-        labels = _per_fake_labels(fake_labels, len(fakes))
+        real_term = _fit(
+            gan_type, real, real_target if real_labels is None else real_labels * real_target
+        )
+        labels = [lab * real_target for lab in _per_fake_labels(fake_labels, len(fakes))]
         fake_term = torch.stack(
             [_fit(gan_type, f, lab) for f, lab in zip(fakes, labels, strict=True)]
         ).mean()
@@ -128,7 +138,7 @@ def discriminator_loss(
     real_mean = real.mean()
     pair_losses = [
         (
-            F.binary_cross_entropy_with_logits(real - f.mean(), torch.ones_like(real))
+            F.binary_cross_entropy_with_logits(real - f.mean(), torch.full_like(real, real_target))
             + F.binary_cross_entropy_with_logits(f - real_mean, torch.zeros_like(f))
         )
         / 2

@@ -45,6 +45,7 @@ from torch import nn
 
 from srkit.errors import CheckpointError, ConfigError, unknown_name
 from srkit.nets.constraints import choices_of, value_problem
+from srkit.nets.spectral import fold_spectral_norm, has_spectral_norm
 
 Role = Literal["generator", "discriminator", "feature"]
 StateDict = Mapping[str, torch.Tensor]
@@ -182,6 +183,8 @@ def detect_network(state_dict: StateDict) -> tuple[str, dict[str, Any]]:
 
     Raises CheckpointError naming the tried architectures when none recognises the keys.
     """
+    if has_spectral_norm(state_dict):  # detectors know the plain layer names
+        state_dict = fold_spectral_norm(state_dict)
     for entry in _REGISTRY.values():
         if entry.detect is None:
             continue

@@ -19,14 +19,17 @@ from torch import nn
 from srkit.config import constructor_arguments, trained_network_names
 from srkit.data.sampler import derive_seed
 from srkit.errors import CheckpointError, ConfigError, SrkitError
+from srkit.evaluation import named_outputs
 from srkit.losses.base import BuildContext, LossTerm, loss_entries
 from srkit.losses.tensors import StepTensors, View, builtin_views, parse_expression
 from srkit.nets.registry import build_network, get_network_entry
+from srkit.nets.spectral import apply_spectral_norm
 from srkit.weights import load_state, read_weights, resolve_weights_file
 
 log = logging.getLogger("srkit.train")
 
 _INIT_TAG = 0x494E4954  # "INIT": keeps weight-init seeds apart from the data seeds
+_SN_TAG = 0x534E4F52  # "SNOR": spectral norm's start vectors
 
 
 def select_device(choice: str) -> torch.device:
@@ -110,6 +113,12 @@ def build_networks(config: Any, device: torch.device) -> dict[str, nn.Module]:
         if section.init is not None:
             file = _load_init_weights(name, section, module)
             log.info("networks.%s: weights from %s", name, file)
+        if getattr(section, "spectral_norm", False):
+            with torch.random.fork_rng(devices=[]):  # the power iteration's start vectors
+                torch.manual_seed(
+                    derive_seed(config.seed % 2**64, _SN_TAG, zlib.crc32(name.encode()))
+                )
+                apply_spectral_norm(module)
         if name not in trained:
             module.requires_grad_(False).eval()
         networks[name] = module.to(device)
@@ -144,12 +153,23 @@ def tensor_views(config: Any, networks: dict[str, nn.Module]) -> dict[str, View]
     trained = set(trained_network_names(config))
     for name, module in networks.items():
         if name not in trained:
-            if name in views:
+            if name in views or name == "ema":
                 raise ConfigError(
                     f"networks.{name}: the name '{name}' is a built-in view; rename it"
                 )
             views[name] = module
     return views
+
+
+def ema_view(module: nn.Module) -> View:
+    """The ``ema`` expression function of a run with ``train.ema``: the averaged generator's
+    ``sr`` output for an input (no gradient), e.g. ``ema(lr)``."""
+
+    def ema(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return named_outputs(module(x))["sr"].float()
+
+    return ema
 
 
 def build_loss_terms(config: Any, context: BuildContext) -> list[LossTerm]:

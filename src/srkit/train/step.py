@@ -316,9 +316,12 @@ class TrainStep:
                     if judged is not None:
                         judgements.append(judged)
                     loss = loss + term_loss
+                    regulariser, logged = term.discriminator_penalty(tensors, step)
+                    if regulariser is not None:  # in float32: the term turns autocast off
+                        loss = loss + regulariser
                     key = f"d/{term.name}"
-                    totals[key] = totals[key] + term_loss.detach() / megabatch
-                    for scalar, value in extra.items():
+                    totals[key] = totals[key] + term_loss.detach().float() / megabatch
+                    for scalar, value in {**extra, **logged}.items():
                         totals[f"{key}/{scalar}"] = totals[f"{key}/{scalar}"] + value / megabatch
                 self._backward(loss / megabatch)
         return totals

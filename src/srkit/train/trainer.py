@@ -38,6 +38,7 @@ from srkit.train.build import (
     build_lpips,
     build_networks,
     build_train_dataset,
+    ema_view,
     find_hooks,
     may_leave_parameters_unused,
     resolve_auto_settings,
@@ -148,6 +149,8 @@ class Trainer:
         }
         ema = config.train.ema
         self.ema = ModelEMA(self.generator, ema.decay, ema.warmup_steps) if ema else None
+        if self.ema is not None:  # loss terms may compare with the average (`ema(lr)`)
+            self.views["ema"] = ema_view(self.ema.module)
         scaler = (
             torch.amp.GradScaler(self.device.type) if config.train.precision == "fp16" else None
         )
