@@ -72,6 +72,12 @@ class Service:
     def after_validation(self, run: Trainer, metrics: dict[str, float]) -> None:
         pass
 
+    def row_scalars(self, run: Trainer) -> dict[str, float]:
+        """Figures this service adds to the scalars row written every ``logging.print_every``
+        steps (one metrics.jsonl line and TensorBoard per step); asked on the main process
+        only, when the row is written."""
+        return {}
+
     def stop(self, run: Trainer) -> None:
         pass
 
@@ -95,6 +101,13 @@ class Services:
     def call(self, event: str, *args: Any) -> None:
         for item in self.items:
             getattr(item, event)(*args)
+
+    def row_scalars(self, run: Trainer) -> dict[str, float]:
+        """Every service's :meth:`Service.row_scalars`, merged."""
+        merged: dict[str, float] = {}
+        for item in self.items:
+            merged.update(item.row_scalars(run))
+        return merged
 
 
 class GuardedWrites:

@@ -22,7 +22,7 @@ import torch
 
 from srkit.log.console import format_scalars
 from srkit.losses.judgement import gradient_shares, judgement_figures
-from srkit.train.services.base import Service, StepDone, every
+from srkit.train.services.base import Service
 
 if TYPE_CHECKING:
     from srkit.train.step import StepResult
@@ -130,20 +130,22 @@ class Health(Service):
             self.shares = {term: float(share) for term, share in shares.items()}
             self.shares_new = True
 
-    def after_step(self, run: Trainer, done: StepDone) -> None:
-        if self.cfg.enabled and run.group.is_main and every(run, run.config.logging.print_every):
-            run.guarded_write("metrics", self.emit, run)
-
-    def emit(self, run: Trainer) -> None:
+    def row_scalars(self, run: Trainer) -> dict[str, float]:
+        """The figures since the last row (they join the Scalars service's row), after
+        printing them and any warning due."""
+        if not self.cfg.enabled:
+            return {}
         values = {k: float(torch.stack(v).float().mean()) for k, v in self.pending.items() if v}
         self.pending.clear()
         if self.shares_new:
             values.update({f"health/generator/share/{t}": s for t, s in self.shares.items()})
             self.shares_new = False
-        if not values:
-            return
-        run.logger.scalars(run.step, values)
-        log.info("health at step %d  %s", run.step, console_line(values))
+        if values:
+            log.info("health at step %d  %s", run.step, console_line(values))
+            self.warn(values)
+        return values
+
+    def warn(self, values: dict[str, float]) -> None:
         for name, terms in self.terms_of.items():
             prefix = f"health/{name}/"
             figures = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}

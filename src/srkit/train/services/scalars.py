@@ -66,11 +66,11 @@ class Scalars(Service):
         values = average_across_processes(values, run.group, run.device)
         if not run.group.is_main:
             return
+        # Other services' figures (e.g. health) join this step's one row; they print their own
+        # console lines.
+        shown = sorted(k for k in values if not k.startswith("stats/"))
+        values.update(run.services.row_scalars(run))
         run.logger.scalars(run.step, values)
         keys = [k for k in values if k.startswith(("g/", "d/")) and k.count("/") == 1]
         self.bar.set_postfix_str(format_scalars(values, keys[:4]), refresh=False)
-        log.info(
-            "step %d  %s",
-            run.step,
-            format_scalars(values, sorted(k for k in values if not k.startswith("stats/"))),
-        )
+        log.info("step %d  %s", run.step, format_scalars(values, shown))
