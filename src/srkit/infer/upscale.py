@@ -36,7 +36,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,30 +56,29 @@ class InputError(SrkitError):
     """An input path or pattern that names no image."""
 
 
-def tile_argument(value: str) -> int | str:
-    """``--tile``: ``auto`` or a non-negative integer (0 = whole image)."""
-    if value.lower() == "auto":
-        return "auto"
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got '{value}'") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"tile must be >= 0, got {number}")
-    return number
+def _auto_or_count(minimum: int, what: str) -> Callable[[str], int | str]:
+    """An argparse type: ``auto`` or an integer >= ``minimum`` (``what`` names it in errors)."""
+
+    def parse(value: str) -> int | str:
+        if value.lower() == "auto":
+            return "auto"
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected 'auto' or a number, got '{value}'"
+            ) from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {number}")
+        return number
+
+    return parse
 
 
-def tile_batch_argument(value: str) -> int | str:
-    """``--tile-batch``: ``auto`` or an integer >= 1."""
-    if value.lower() == "auto":
-        return "auto"
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got '{value}'") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"tile batch must be >= 1, got {number}")
-    return number
+#: ``--tile``: ``auto`` or a non-negative integer (0 = whole image).
+tile_argument = _auto_or_count(0, "tile")
+#: ``--tile-batch``: ``auto`` or an integer >= 1.
+tile_batch_argument = _auto_or_count(1, "tile batch")
 
 
 def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
