@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from srkit.config import validate_config
+from srkit.errors import ConfigError
 from srkit.losses.colour import ColourLoss, ColourLossConfig
 from srkit.losses.tensors import StepTensors
 from srkit.metrics.colour import colour_drift, rgb_to_lab, rgb_to_ycbcr
@@ -56,6 +57,13 @@ def test_the_colour_term_passes_its_gradient_to_the_prediction():
     sr = tinted(F.interpolate(lr, scale_factor=4, mode="nearest")).requires_grad_(True)
     colour_loss(sr, lr).backward()
     assert sr.grad is not None and float(sr.grad.abs().sum()) > 0
+
+
+def test_the_colour_term_refuses_non_rgb_images_in_one_line_unless_comparing_rgb():
+    grey_sr, grey_lr = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 8, 8)
+    with pytest.raises(ConfigError, match="'sr' has 1 channel\\(s\\); channels: chroma"):
+        colour_loss(grey_sr, grey_lr)
+    assert float(colour_loss(grey_sr, grey_lr, channels="rgb")) >= 0
 
 
 def test_lab_and_ycbcr_of_known_colours():

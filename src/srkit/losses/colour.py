@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from srkit.errors import ConfigError
 from srkit.losses.base import BuildContext, LossTerm, LossTermConfig, register_loss
 from srkit.losses.tensors import StepTensors
 from srkit.metrics.colour import box_downscale, rgb_to_ycbcr
@@ -85,6 +86,14 @@ class ColourLoss(LossTerm):
 
     def generator_loss(self, tensors: StepTensors) -> torch.Tensor:
         target = tensors[self.target]
+        if self.channels != "rgb":
+            for expression, tensor in ((self.input, tensors[self.input]), (self.target, target)):
+                if tensor.shape[1] != 3:
+                    raise ConfigError(
+                        f"colour term '{self.name}': '{expression}' has {tensor.shape[1]} "
+                        f"channel(s); channels: {self.channels} compares RGB images "
+                        "(use channels: rgb)"
+                    )
         size = tuple(target.shape[-2:])
         prediction = low_frequency_colour(tensors[self.input], size, self.pool, self.channels)
         reference = low_frequency_colour(target, size, self.pool, self.channels)
