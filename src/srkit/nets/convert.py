@@ -99,6 +99,15 @@ def state_dict_fits(
     return all(tuple(expected[k].shape) == tuple(state_dict[k].shape) for k in expected)
 
 
+def upsample_stages(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """How many ``conv_up1``, ``conv_up2``, ... x2 stages the keys hold (scale = 2 ** that for
+    the generators built from nearest x2 + conv stages)."""
+    stages = 0
+    while f"conv_up{stages + 1}.weight" in state_dict:
+        stages += 1
+    return stages
+
+
 def count_indexed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
     """How many consecutive ``prefix{i}.`` entries (i = 0, 1, ...) the keys hold."""
     indices = set()

@@ -34,7 +34,7 @@ from torch import nn
 from srkit.errors import ConfigError
 from srkit.nets.blocks import RRDB, conv3x3, lrelu, upsample_conv, upsample_stage_count
 from srkit.nets.constraints import Positive
-from srkit.nets.convert import count_indexed, state_dict_fits
+from srkit.nets.convert import count_indexed, state_dict_fits, upsample_stages
 from srkit.nets.registry import register_network
 
 StateDict = Mapping[str, torch.Tensor]
@@ -56,9 +56,7 @@ def _detect_rrdb_kwargs(state_dict: StateDict) -> dict[str, Any] | None:
     gc = int(state_dict["body.0.rdb1.conv1.weight"].shape[0])
     nb = count_indexed(state_dict, "body.")
     out_channels = int(state_dict["conv_last.weight"].shape[0])
-    stages = 0
-    while f"conv_up{stages + 1}.weight" in state_dict:
-        stages += 1
+    stages = upsample_stages(state_dict)
     kwargs: dict[str, Any] = {"nf": nf, "nb": nb, "gc": gc, "out_channels": out_channels}
     if stages == 2 and raw_in in (4 * out_channels, 16 * out_channels):
         # BasicSR / Real-ESRGAN x2 and x1 models: the input is pixel-unshuffled by 2 or 4.
@@ -149,9 +147,7 @@ def convert_old_esrgan(state_dict: StateDict) -> dict[str, torch.Tensor]:
 def to_old_esrgan(state_dict: StateDict) -> dict[str, torch.Tensor]:
     """Rename a new-layout RRDBNet state dict to the original ESRGAN ``model.N`` keys."""
     nb = count_indexed(state_dict, "body.")
-    stages = 0
-    while f"conv_up{stages + 1}.weight" in state_dict:
-        stages += 1
+    stages = upsample_stages(state_dict)
     top = {"conv_first": 0, "conv_hr": 3 * stages + 2, "conv_last": 3 * stages + 4}
     top.update({f"conv_up{i + 1}": 3 * (i + 1) for i in range(stages)})
     out: dict[str, torch.Tensor] = {}

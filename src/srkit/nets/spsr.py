@@ -41,7 +41,7 @@ from srkit.nets.blocks import (
     upsample_stage_count,
 )
 from srkit.nets.constraints import AtLeast, Positive
-from srkit.nets.convert import count_indexed, state_dict_fits
+from srkit.nets.convert import count_indexed, state_dict_fits, upsample_stages
 from srkit.nets.gradient import ImageGradient
 from srkit.nets.registry import register_network
 
@@ -67,9 +67,7 @@ def detect_spsr(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None
     if not all(k in state_dict for k in required):
         return None
     first = state_dict["conv_first.weight"]
-    stages = 0
-    while f"conv_up{stages + 1}.weight" in state_dict:
-        stages += 1
+    stages = upsample_stages(state_dict)
     kwargs = {
         "scale": 2**stages,
         "in_channels": int(first.shape[1]),

@@ -26,7 +26,7 @@ from torch import nn
 
 from srkit.nets.blocks import conv3x3, lrelu, upsample_conv, upsample_stage_count
 from srkit.nets.constraints import Above, AtLeast, AtMost, MultipleOf, NonNegative, Positive
-from srkit.nets.convert import count_indexed, state_dict_fits
+from srkit.nets.convert import count_indexed, state_dict_fits, upsample_stages
 from srkit.nets.registry import register_network
 from srkit.nets.switch import Switch, check_switch_schedule
 
@@ -49,9 +49,7 @@ def detect_srg2(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None
     if not all(k in state_dict for k in required):
         return None
     first = state_dict["conv_first.weight"]
-    stages = 0
-    while f"conv_up{stages + 1}.weight" in state_dict:
-        stages += 1
+    stages = upsample_stages(state_dict)
     kwargs: dict[str, Any] = {
         "scale": 2**stages,
         "in_channels": int(first.shape[1]),

@@ -62,7 +62,7 @@ from srkit.nets.blocks import (
     upsample_stage_count,
 )
 from srkit.nets.constraints import AtLeast, MultipleOf, NonNegative, Positive
-from srkit.nets.convert import count_indexed, state_dict_fits
+from srkit.nets.convert import count_indexed, state_dict_fits, upsample_stages
 from srkit.nets.gradient import ImageGradient
 from srkit.nets.registry import register_network
 from srkit.nets.switch import Switch
@@ -202,9 +202,7 @@ def _detect_switched(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] |
     if not all(k in state_dict for k in required):
         return None
     first = state_dict["conv_first.weight"]
-    stages = 0
-    while f"conv_up{stages + 1}.weight" in state_dict:
-        stages += 1
+    stages = upsample_stages(state_dict)
     switch = "feature_switches.0."
     kwargs: dict[str, Any] = {
         "scale": 2**stages,
