@@ -505,8 +505,8 @@ def auto_tile_batch(
     model: nn.Module, tile: int, images: int, device: torch.device, element_bytes: int
 ) -> int:
     """``tile_batch="auto"``: :func:`tiles_that_fit` on a GPU, where one small tile leaves most
-    of the device idle; 1 on the CPU, where batching measured no faster (CPU time within 1 %,
-    benchmarks/RESULTS.md, "Batched tiles") and only holds more memory."""
+    of the device idle; 1 on the CPU, where batching measured no faster (14-17 % slower on a
+    quiet machine, benchmarks/RESULTS.md, "Batched tiles") and holds more memory."""
     if device.type == "cpu":
         return 1
     return tiles_that_fit(model, tile, images, device, element_bytes)
