@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,10 +15,15 @@ import torch
 from safetensors import safe_open
 
 import srkit
+from repo_scripts import load_script
 from srkit.cli import main
 from srkit.infer.export import export_onnx, export_safetensors, spandrel_problems
 from srkit.nets import build_network
 from srkit.weights import save_weights
+
+# Where spandrel is (SRKIT_SPANDREL_PATH) and the torchvision stand-in it needs: one module,
+# shared with benchmarks/vs_spandrel.py.
+_spandrel = load_script("benchmarks/_spandrel.py", "bench_spandrel")
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -169,12 +173,6 @@ def test_compact_models_spandrel_would_misread_are_flagged(arguments, problem):
     assert spandrel_problems(build_network("compact", num_feat=4, num_conv=1, scale=8)) == []
 
 
-def _spandrel_available() -> bool:
-    if os.environ.get("SRKIT_SPANDREL_PATH"):
-        return True
-    return importlib.util.find_spec("spandrel") is not None
-
-
 _SPANDREL_SCRIPT = textwrap.dedent(
     """
     import sys, torch
@@ -189,30 +187,9 @@ _SPANDREL_SCRIPT = textwrap.dedent(
     """
 )
 
-# spandrel imports torchvision for two unrelated architectures (LaMa, RestoreFormer); this
-# stand-in satisfies those imports where the real torchvision does not fit the installed torch.
-# The ESRGAN code path never calls it.
-_TORCHVISION_STUB = {
-    "torchvision/__init__.py": "",
-    "torchvision/transforms/__init__.py": "",
-    "torchvision/transforms/functional.py": textwrap.dedent(
-        """
-        import enum
-        class InterpolationMode(enum.Enum):
-            NEAREST = "nearest"
-            BILINEAR = "bilinear"
-            BICUBIC = "bicubic"
-        def rotate(*args, **kwargs):
-            raise NotImplementedError("torchvision stand-in")
-        def normalize(*args, **kwargs):
-            raise NotImplementedError("torchvision stand-in")
-        """
-    ),
-}
-
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _spandrel_available(), reason="spandrel is not installed")
+@pytest.mark.skipif(not _spandrel.spandrel_available(), reason="spandrel is not installed")
 @pytest.mark.parametrize(
     ("layout", "options"),
     [("new", {"scale": 4}), ("old", {"scale": 4}), ("new", {"scale": 2, "pixel_unshuffle": True})],
@@ -237,12 +214,7 @@ def _run_spandrel(tmp_path: Path, weights: Path, image: torch.Tensor) -> dict:
     """spandrel's ModelLoader on ``weights`` in a subprocess: its output, arch id and scale."""
     torch.save(image, tmp_path / "in.pt")
     (tmp_path / "check.py").write_text(_SPANDREL_SCRIPT)
-    paths = [p for p in [os.environ.get("SRKIT_SPANDREL_PATH")] if p]
-    if importlib.util.find_spec("torchvision") is None:
-        for name, text in _TORCHVISION_STUB.items():
-            (tmp_path / "stub" / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / "stub" / name).write_text(text)
-        paths.append(str(tmp_path / "stub"))
+    paths = _spandrel.spandrel_search_path(tmp_path / "stub")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
     subprocess.run(
         [sys.executable, str(tmp_path / "check.py"), str(weights), str(tmp_path / "in.pt"),
@@ -253,7 +225,7 @@ def _run_spandrel(tmp_path: Path, weights: Path, image: torch.Tensor) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _spandrel_available(), reason="spandrel is not installed")
+@pytest.mark.skipif(not _spandrel.spandrel_available(), reason="spandrel is not installed")
 @pytest.mark.parametrize(
     "options",
     [{"scale": 4}, {"scale": 3, "num_conv": 0}, {"scale": 2, "in_channels": 1, "out_channels": 3}],
