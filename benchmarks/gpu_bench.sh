@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# srkit on one CUDA GPU, in under 8 minutes: training-step throughput per precision and memory
-# layout (train_step.py), then the ESRGAN-shaped step against BasicSR 1.4.2 (vs_basicsr.py).
+# srkit on one CUDA GPU, in under 10 minutes: training-step throughput per precision and memory
+# layout (train_step.py), the ESRGAN-shaped step against BasicSR 1.4.2 (vs_basicsr.py), then
+# `srkit upscale`'s defaults against spandrel's fp32 forward on the same weights (vs_spandrel.py).
 #
 #   bash benchmarks/gpu_bench.sh [OUT_DIR]          # from the repository root; OUT_DIR: results
 #
@@ -11,6 +12,9 @@
 #   VGG16           torchvision-layout VGG16 weights (../shared/data/get-vgg16.sh); default:
 #                   seeded random weights in both frameworks (same FLOPs, same timing)
 #   NB, BATCH       RRDB blocks and batch size (default 23 and 16: ESRGAN's generator and batch)
+#   SRKIT_SPANDREL_PATH  folder holding spandrel (pip install --no-deps --target DIR spandrel
+#                   einops); without it, spandrel must be importable by $PYTHON, else that step
+#                   is skipped
 #   COMPILE=1       add torch.compile to srkit's defaults ("srkit best"; ~1-2 minutes more)
 #   DRY_RUN=1       run the same commands on the CPU with tiny sizes (checks the script)
 #
@@ -27,10 +31,10 @@ started=$(date +%s)
 
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
     DEVICE=cpu NB=${NB:-1} BATCH=${BATCH:-2} STEPS=1 WARMUP=1 ROUNDS=1 LIMIT=900
-    NF=16 PSNR_PRECISIONS="fp32" BEST=""
+    NF=16 PSNR_PRECISIONS="fp32" BEST="" UPSCALE=(--nf 16 --nb 1 --lr-size 32 --rounds 2)
 else
     DEVICE=cuda NB=${NB:-23} BATCH=${BATCH:-16} STEPS=10 WARMUP=3 ROUNDS=2 LIMIT=200
-    NF=64 PSNR_PRECISIONS="fp32 bf16 fp16"
+    NF=64 PSNR_PRECISIONS="fp32 bf16 fp16" UPSCALE=(--rounds 10 --warmup 3)
     BEST=""  # srkit's defaults: precision and channels_last auto (bf16 + channels_last here)
     "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' || {
         echo "no CUDA device visible to $PYTHON (DRY_RUN=1 checks the script on the CPU)" >&2
@@ -73,5 +77,14 @@ if ! "$BASICSR_PYTHON" -c 'import sys, torchvision.transforms.functional as f; s
 fi
 # Two rounds of 3 processes; on an H100 each process is ~20-40 s (start-up, cuDNN autotuning).
 run $((LIMIT * 2)) vs_basicsr "${compare[@]}"
+
+# 3. srkit upscale (defaults: precision/channels_last/tile/tile batch auto) against spandrel's
+#    fp32 forward, RRDB x4 nf64 nb23 at LR 128 (issue 17's 2.5x bar); fails below 45 dB PSNR.
+if "$PYTHON" -c 'import sys; sys.path.insert(0, "benchmarks"); from _spandrel import spandrel_available; sys.exit(0 if spandrel_available() else 1)'; then
+    run "$LIMIT" vs_spandrel "$PYTHON" benchmarks/vs_spandrel.py --device "$DEVICE" \
+        "${UPSCALE[@]}" --json "$OUT/vs_spandrel.json"
+else
+    echo "   no spandrel for $PYTHON (set SRKIT_SPANDREL_PATH): vs_spandrel skipped" >&2
+fi
 
 echo "== done in $(($(date +%s) - started)) s; results in $OUT/" >&2
