@@ -30,13 +30,14 @@ Usage:
     python benchmarks/train_step.py                          # psnr recipe, fp32 + bf16, 5 steps
     python benchmarks/train_step.py --precision fp32 --steps 3 --warmup 1
     python benchmarks/train_step.py --data /tmp/photos --workers 4 --threads 2
-    python benchmarks/train_step.py --nb 2 --steps 2 --profile 2  # + torch.profiler top ops
-    python benchmarks/train_step.py --recipe esrgan --vgg16-weights /tmp/vgg16.pth
+    python benchmarks/train_step.py --nb 2 --steps 2 --profile 2  # + where the step's time goes
+    python benchmarks/train_step.py --recipe esrgan --vgg16-weights /tmp/vgg16.pth --profile 2
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import math
@@ -61,6 +62,7 @@ from _common import (
     markdown_table,
     synchronize,
 )
+from step_profile import format_part_table, profile_trainer_steps
 
 # --------------------------------------------------------------------------- recipes
 
@@ -96,18 +98,12 @@ def _perceptual(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def recipe_esrgan(args: argparse.Namespace) -> dict[str, Any]:
-    """ESRGAN stage 2: RRDB + VGG discriminator, pixel (1e-2) + RaGAN (5e-3) [+ perceptual]."""
-    return {
-        "networks": {
-            "generator": rrdb_generator(args),
-            "discriminator": {"type": "vgg", "nf": 64},
-        },
-        "losses": [
-            {"type": "pixel", "weight": 1e-2, "criterion": "l1"},
-            *_perceptual(args),
-            {"type": "gan", "weight": 5e-3, "gan_type": "ragan"},
-        ],
-    }
+    """ESRGAN stage 2, the step ``vs_basicsr.py`` times (its config sections): RRDB + VGG
+    discriminator (BatchNorm), pixel (1e-2) + perceptual (VGG16 conv5_3, 1) + RaGAN (5e-3),
+    Adam, EMA. VGG16 from ``--vgg16-weights``, else seeded random weights (same FLOPs)."""
+    from vs_basicsr import esrgan_sections
+
+    return esrgan_sections(args.nf, args.nb, args.gc, args.vgg16_weights)
 
 
 def recipe_srg2_pixgan(args: argparse.Namespace) -> dict[str, Any]:
@@ -274,7 +270,9 @@ def run_precision(
                     flush=True,
                 )
         profile = (
-            profile_steps(trainer, batches, warmup + args.steps, args.profile)
+            profile_trainer_steps(
+                trainer, functools.partial(next, batches), warmup + args.steps, args.profile
+            )
             if args.profile
             else None
         )
@@ -321,27 +319,6 @@ def run_precision(
     del trainer, batches
     gc.collect()
     return row
-
-
-def profile_steps(
-    trainer: Any,
-    batches: Any,
-    first_step: int,
-    count: int,
-) -> str:
-    """``count`` more steps under torch.profiler; the top ops by self time, as a table."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU]
-    if trainer.device.type == "cuda":
-        activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities, record_shapes=False) as profiler:
-        for step in range(first_step, first_step + count):
-            batch = next(batches)
-            trainer.train_step(batch, step, with_norms=False)
-            synchronize(trainer.device)
-    sort = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
-    return profiler.key_averages().table(sort_by=sort, row_limit=20, max_name_column_width=48)
 
 
 COLUMNS = [
@@ -406,12 +383,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peak-seconds", type=float, default=5.0,
                         help="least timed seconds of the peak reference")  # fmt: skip
     parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="profile N more steps per precision and print the top ops")  # fmt: skip
+                        help="profile N more steps per precision: time per part of the step "
+                        "(step_profile.py) and the top ops")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. train.channels_last=true")  # fmt: skip
     parser.add_argument("--vgg16-weights", type=Path, default=None,
-                        help="GAN recipes: VGG16 file for the perceptual term "
-                        "(default: VGG19 from the torch hub cache)")  # fmt: skip
+                        help="GAN recipes: VGG16 file for the perceptual term (default: esrgan "
+                        "seeded random VGG16, srg2_pixgan VGG19 from the torch hub "
+                        "cache)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--quiet", action="store_true", help="no per-step lines on stderr")
     args = parser.parse_args(argv)
@@ -435,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             size = (args.image_size, args.image_size)
             hr_folder = make_image_folder(temporary_root / "hr", args.images, size)
+        if args.recipe == "esrgan" and args.vgg16_weights is None:
+            from vs_basicsr import write_random_vgg16
+
+            args.vgg16_weights = write_random_vgg16(temporary_root / "vgg16_random.pth")
         device = select_device("auto")
         for override in args.set:
             if override.startswith("train.device="):
@@ -521,7 +504,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"analytic RRDB {analytic:.1f} GFLOP/step"
             )
         if "profile" in row:
-            print(f"\nprofile, {row['precision']}, {args.profile} steps:\n{row['profile']}")
+            parts, top = row["profile"]
+            print(
+                f"\nprofile, {row['precision']}, {args.profile} steps: self CPU time per step "
+                f"by part of the step (benchmarks/step_profile.py)\n\n{format_part_table(parts)}"
+            )
+            print(f"\ntop ops, {row['precision']}, {args.profile} steps:\n{top}")
 
     if args.json is not None:
         payload = {
@@ -530,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
             "conv3x3_reference": peaks,
             "fp32_peak_gflops_used": fp32_peak,
             "results": [{k: v for k, v in row.items() if k != "profile"} for row in rows],
+            "profile_parts": {
+                row["precision"]: row["profile"][0] for row in rows if "profile" in row
+            },
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -227,9 +227,42 @@ def worker_basicsr(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def esrgan_sections(nf: int, nb: int, gc: int, vgg16: str | Path) -> dict[str, Any]:
+    """srkit's config sections of the ESRGAN-shaped step timed here (``networks``, ``losses``,
+    and the ``train`` keys that shape a step: Adam, schedule, EMA); ``train_step.py --recipe
+    esrgan`` profiles the same step from these."""
+    return {
+        "networks": {
+            "generator": {"type": "rrdb", "nf": nf, "nb": nb, "gc": gc},
+            "discriminator": {"type": "vgg", "nf": 64, "norm": "batch"},
+        },
+        "losses": [
+            {"type": "pixel", "weight": 1e-2, "criterion": "l1"},
+            {
+                "type": "perceptual",
+                "weight": 1.0,
+                "network": "vgg16",
+                "layers": {"conv5_3": 1.0},
+                "criterion": "l1",
+                "weights": str(vgg16),
+            },
+            {"type": "gan", "weight": 5e-3, "gan_type": "ragan", "discriminator": "discriminator"},
+        ],
+        "train": {
+            "optim": {
+                "generator": {"lr": 1e-4, "betas": [0.9, 0.99]},
+                "discriminator": {"lr": 1e-4, "betas": [0.9, 0.99]},
+            },
+            "schedule": {"type": "multistep", "milestones": [50000], "gamma": 0.5},
+            "ema": {"decay": 0.999},
+        },
+    }
+
+
 def srkit_config(args: argparse.Namespace, folder: Path) -> Any:
     from srkit.config import apply_override, validate_config
 
+    sections = esrgan_sections(args.nf, args.nb, args.gc, args.vgg16)
     raw: dict[str, Any] = {
         "name": "vs_basicsr",
         "scale": args.scale,
@@ -244,32 +277,9 @@ def srkit_config(args: argparse.Namespace, folder: Path) -> Any:
             },
             "val": None,
         },
-        "networks": {
-            "generator": {"type": "rrdb", "nf": args.nf, "nb": args.nb, "gc": args.gc},
-            "discriminator": {"type": "vgg", "nf": 64, "norm": "batch"},
-        },
-        "losses": [
-            {"type": "pixel", "weight": 1e-2, "criterion": "l1"},
-            {
-                "type": "perceptual",
-                "weight": 1.0,
-                "network": "vgg16",
-                "layers": {"conv5_3": 1.0},
-                "criterion": "l1",
-                "weights": str(args.vgg16),
-            },
-            {"type": "gan", "weight": 5e-3, "gan_type": "ragan", "discriminator": "discriminator"},
-        ],
-        "train": {
-            "iterations": 1000,
-            "device": args.device,
-            "optim": {
-                "generator": {"lr": 1e-4, "betas": [0.9, 0.99]},
-                "discriminator": {"lr": 1e-4, "betas": [0.9, 0.99]},
-            },
-            "schedule": {"type": "multistep", "milestones": [50000], "gamma": 0.5},
-            "ema": {"decay": 0.999},
-        },
+        "networks": sections["networks"],
+        "losses": sections["losses"],
+        "train": {"iterations": 1000, "device": args.device, **sections["train"]},
         "logging": {"tensorboard": False, "progress_bar": False},
     }
     for override in args.set:
