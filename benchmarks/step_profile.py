@@ -19,7 +19,10 @@ gradient norms, the finiteness check, each optimizer's step and ``zero_grad``, a
 
 and splits each part's time by kind of op: convolutions (forward and backward), ``cat``,
 copies and layout reorders (``copy_``, ``clone``, ``contiguous``, ``_to_copy``, mkldnn
-reorders), and the rest (activations, element-wise arithmetic, reductions, Adam's kernels).
+reorders), the rest (activations, element-wise arithmetic, reductions, Adam's kernels), and
+"between ops": the self time of the marked ranges themselves, i.e. Python between the ops
+(module calls, the hooks, the profiler's own cost). Python outside every marked range and op
+(the trainer's code around its ``TrainStep``) is not in the table.
 On a CUDA device the same split is made of the CPU-side time (the launch cost); the CUDA time
 is in the top-ops table printed beside it.
 """
@@ -47,10 +50,15 @@ KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("copy / reorder", ("aten::copy_", "aten::clone", "aten::contiguous", "aten::_to_copy")),
     ("copy / reorder", ("reorder", "to_mkldnn", "to_dense")),
 )
-KIND_NAMES = (*dict.fromkeys(kind for kind, _ in KINDS), "other")
+#: The self time of the ranges this module adds (``net:``/``phase:``): Python between the ops of a
+#: forward or a pass (module calls, hooks, the profiler's own cost), no aten op.
+BETWEEN_OPS = "between ops"
+KIND_NAMES = (*dict.fromkeys(kind for kind, _ in KINDS), "other", BETWEEN_OPS)
 
 
 def op_kind(name: str) -> str:
+    if name.startswith((NET, PHASE)):
+        return BETWEEN_OPS
     for kind, patterns in KINDS:
         if any(pattern in name for pattern in patterns):
             return kind
@@ -188,8 +196,6 @@ def part_table(events: Any, steps: int) -> list[dict[str, Any]]:
             forward_part.setdefault(event.sequence_nr, (net, _where(phase)))
     sums: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(KIND_NAMES, 0.0))
     for event in events:
-        if event.name.startswith((NET, PHASE)):
-            continue  # our ranges: their self time is the hooks' own overhead
         part = _part_of(event, forward_part)
         sums[part][op_kind(event.name)] += event.self_cpu_time_total / 1e3 / steps
     rows = [{"part": part, "ms": sum(kinds.values()), **kinds} for part, kinds in sums.items()]

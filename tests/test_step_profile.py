@@ -58,6 +58,8 @@ def test_the_profile_names_every_part_of_the_step_and_leaves_the_trainer_as_it_w
         assert parts[name]["ms"] > 0, name
     # Convolution time lands in the networks' parts, not in the glue.
     assert parts["generator backward [G pass]"]["conv"] > 0
+    # Python between a forward's ops counts for that forward, not for nothing.
+    assert parts["generator forward [G pass]"]["between ops"] > 0
     assert all(row["conv"] == 0 for row in rows if row["part"].startswith("losses / glue"))
     total = rows[-1]
     assert total["part"] == "total"
