@@ -243,6 +243,25 @@ def test_spandrel_loads_the_compact_export_with_the_same_output(tmp_path, option
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not _spandrel.spandrel_available(), reason="spandrel is not installed")
+def test_vs_spandrel_benchmark_times_both_sides_on_one_export(tmp_path):
+    """benchmarks/vs_spandrel.py (issue 17's upscaling bar) on a tiny RRDB: spandrel reads the
+    export as ESRGAN, srkit's default path gives the same picture, the JSON has the ratio."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "vs_spandrel.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--nf", "8", "--nb", "1", "--lr-size", "12",
+         "--rounds", "1", "--warmup", "0", "--threads", "1", "--json", str(tmp_path / "r.json")],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["psnr_db"] >= 45 and report["ratio"] > 0
+    assert report["chosen"]["precision"] in ("fp32", "bf16")
+    assert "srkit / spandrel" in result.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(SMALL))
 def test_dynamo_exporter_matches_pytorch(tmp_path, kind):
     report = export_onnx(_model(kind), tmp_path / f"{kind}.onnx", exporter="dynamo", opset=18)
