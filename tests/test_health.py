@@ -198,3 +198,59 @@ def test_shares_are_measured_only_when_several_terms_weigh(make_config):
     assert Trainer(validate_config(raw), quiet=True).optimise.output_gradient_every == 7
     raw["logging"]["health"] = {"enabled": False}
     assert Trainer(validate_config(raw), quiet=True).optimise.output_gradient_every == 0
+
+
+def test_the_judge_warns_when_the_colour_anchors_are_drowned_out():
+    judge = judge_with(anchor_share=0.02)
+    drowned = {"pixel": 0.0006, "perceptual": 0.9994}
+    [warning] = [judge.anchor_warning(drowned, ["pixel"])]
+    assert (
+        warning is not None and "(pixel) have 0.06 %" in warning and "perceptual 99.9 %" in warning
+    )
+    assert judge.anchor_warning(drowned, ["pixel"]) is None  # once per episode
+    assert judge.anchor_warning({"pixel": 0.06, "perceptual": 0.94}, ["pixel"]) is None
+    assert judge.anchor_warning(drowned, ["pixel"]) is not None  # a new episode
+    # Several anchors count together; none measured or none declared: no verdict.
+    both = {"pixel": 0.015, "colour": 0.01, "perceptual": 0.975}
+    assert judge_with().anchor_warning(both, ["pixel", "colour"]) is None
+    assert judge_with().anchor_warning(drowned, []) is None
+    assert judge_with(anchor_share=0).anchor_warning(drowned, ["pixel"]) is None
+
+
+@pytest.mark.parametrize(
+    ("term", "anchors"),
+    [
+        ({"type": "pixel"}, True),
+        ({"type": "pixel", "input": "down(sr)", "target": "lr"}, True),
+        ({"type": "pixel", "input": "grad(sr)", "target": "grad(hr)"}, False),
+        ({"type": "colour"}, True),
+        ({"type": "gan"}, False),
+    ],
+)
+def test_terms_that_compare_images_anchor_colour(make_config, term, anchors):
+    from srkit.nets import build_network
+    from srkit.train.build import build_loss_terms
+
+    raw = make_config()
+    raw["networks"]["discriminator"] = {"type": "pixdisc", "nf": 4}
+    raw["losses"] = [term]
+    config = validate_config(raw)
+    networks = {"discriminator": build_network("pixdisc", nf=4)}
+    context = BuildContext(scale=config.scale, device=torch.device("cpu"), networks=networks)
+    [built] = build_loss_terms(config, context)
+    assert built.anchors_colour() is anchors
+
+
+def test_a_run_whose_pixel_term_is_drowned_out_warns_at_the_first_measurement(make_config):
+    raw = make_config()
+    raw["losses"] = [
+        {"type": "pixel", "weight": 1.0e-6},
+        {"type": "pixel", "name": "edges", "input": "grad(sr)", "target": "grad(hr)"},
+    ]
+    raw["train"]["iterations"] = 2
+    raw["logging"]["health"] = {"gradient_every": 1}
+    Trainer(validate_config(raw), quiet=True).run()
+    log = (Path(raw["output_dir"]) / raw["name"] / "train.log").read_text().splitlines()
+    warnings = [line for line in log if "health:" in line]
+    assert len(warnings) == 1 and "terms that hold colours (pixel)" in warnings[0]
+    assert "edges" in warnings[0]

@@ -570,6 +570,14 @@ class HealthConfig(StrictModel):
     patience: int = Field(
         3, gt=0, description="Consecutive logs a condition must hold before the warning."
     )
+    anchor_share: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Warn when the terms that hold the output's colours (pixel distances "
+        "between images, the colour term) together have less than this share of the "
+        "generator's gradient beside other terms (at the first such measurement); 0 = never.",
+    )
 
 
 class LoggingConfig(StrictModel):

@@ -81,6 +81,12 @@ class LossTerm(nn.Module):
         """Tensor expressions this term reads (checked against the data mode at start-up)."""
         return []
 
+    def anchors_colour(self) -> bool:
+        """Whether this term pins the generator's output to the target's colours: a distance
+        between images (not between their gradients or deep features). The health figures warn
+        when such terms hold too small a share of the generator's gradient (colours then drift)."""
+        return False
+
     def real_expressions(self) -> list[str]:
         """Those of :meth:`expressions` read only as samples of real images for a discriminator
         (not as targets paired with the input): the only ones that may read ``hr`` when LR and

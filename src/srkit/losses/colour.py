@@ -84,6 +84,9 @@ class ColourLoss(LossTerm):
     def expressions(self) -> list[str]:
         return [self.input, self.target]
 
+    def anchors_colour(self) -> bool:
+        return True
+
     def generator_loss(self, tensors: StepTensors) -> torch.Tensor:
         target = tensors[self.target]
         if self.channels != "rgb":

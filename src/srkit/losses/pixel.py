@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 
 from srkit.losses.base import BuildContext, LossTerm, LossTermConfig, register_loss
-from srkit.losses.tensors import StepTensors
+from srkit.losses.tensors import StepTensors, keeps_colour
 
 Criterion = Literal["l1", "l2", "charbonnier"]
 
@@ -47,6 +47,10 @@ class PixelLoss(LossTerm):
 
     def expressions(self) -> list[str]:
         return [self.input, self.target]
+
+    def anchors_colour(self) -> bool:
+        # Images compared as images anchor colour; gradient maps or network features do not.
+        return all(keeps_colour(e) for e in self.expressions())
 
     def generator_loss(self, tensors: StepTensors) -> torch.Tensor:
         return distance(tensors[self.input], tensors[self.target], self.criterion)

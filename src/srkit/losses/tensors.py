@@ -72,6 +72,16 @@ def builtin_views(scale: int) -> dict[str, View]:
     return {"grad": grad, "up": up, "down": down, "grey": grey, "detach": torch.Tensor.detach}
 
 
+#: Built-in views that keep an image's colours (resampling, luma, detach): a pixel distance
+#: between expressions built only from these compares colours; ``grad`` does not.
+COLOUR_KEEPING_VIEWS = frozenset({"up", "down", "grey", "detach"})
+
+
+def keeps_colour(expression: str) -> bool:
+    """Whether ``expression`` is an image whose colours are those of its base tensor."""
+    return set(parse_expression(expression)[:-1]) <= COLOUR_KEEPING_VIEWS
+
+
 def check_expression(expression: str, functions: set[str], where: str) -> None:
     """Raise ConfigError naming ``where`` if the expression calls an unknown function."""
     for function in parse_expression(expression)[:-1]:

@@ -47,6 +47,13 @@ BLIND_ADVICE = (
     "instance noise (train.d_noise), or larger swapped rectangles (the term's min_size)"
 )
 
+ANCHOR_ADVICE = (
+    "colours and brightness drift within tens of steps (watch val/colour_mean_de); what "
+    "usually helps: raise the weight of {anchors} or lower the others' until {they} hold a "
+    "few per cent of it (benchmarks/RESULTS.md: 0.06 % drifted by 19 ΔE in 20 steps, 6 % "
+    "held)"
+)
+
 
 class HealthJudge:
     """Counts consecutive logs at which a discriminator looks collapsed (logit gap below
@@ -79,6 +86,27 @@ class HealthJudge:
                 found.append(self._message(name, kind, figures, adversarial_share))
         return found
 
+    def anchor_warning(self, shares: dict[str, float], anchors: list[str]) -> str | None:
+        """The warning due when the colour-anchoring terms ``anchors`` together hold less than
+        ``anchor_share`` of G's gradient: at the first measurement below it, again only after
+        a measurement above it. None when ``anchors`` is empty or no share was measured."""
+        measured = [t for t in anchors if t in shares]
+        if not measured:
+            return None
+        share = sum(shares[t] for t in measured)
+        key = ("generator", "anchor")
+        self.counts[key] = self.counts[key] + 1 if share < self.cfg.anchor_share else 0
+        if self.counts[key] != 1:
+            return None
+        others = {t: v for t, v in shares.items() if t not in measured}
+        shown = ", ".join(f"{t} {100 * v:.3g} %" for t, v in others.items())
+        names = ", ".join(measured)
+        advice = ANCHOR_ADVICE.format(anchors=names, they="it" if len(measured) == 1 else "they")
+        return (
+            f"health: the terms that hold colours ({names}) have {100 * share:.3g} % of the "
+            f"generator's gradient ({shown}): {advice}"
+        )
+
     def _message(self, name: str, kind: str, figures: dict[str, float], share: float | None) -> str:
         logs = self.cfg.patience
         below = f"below {self.cfg.collapse_gap:g} for {logs} logs"
@@ -110,6 +138,10 @@ class Health(Service):
         self.terms_of = {
             name: [t.name for t in run.terms if t.discriminator == name] for name in run.trained[1:]
         }
+        weighted = [t for t in run.terms if t.weight]
+        # Terms that pin the output's colours, watched only beside other terms to drown them.
+        anchors = [t.name for t in weighted if t.anchors_colour()]
+        self.anchors = anchors if len(anchors) < len(weighted) else []
         # (One weighted term has the whole gradient: nothing to measure.)
         if self.cfg.enabled and sum(1 for t in run.terms if t.weight) > 1:
             run.optimise.output_gradient_every = self.cfg.gradient_every
@@ -142,10 +174,16 @@ class Health(Service):
             self.shares_new = False
         if values:
             log.info("health at step %d  %s", run.step, console_line(values))
-            self.warn(values)
+            self.warn(
+                values, shares_measured=any(k.startswith("health/generator/share/") for k in values)
+            )
         return values
 
-    def warn(self, values: dict[str, float]) -> None:
+    def warn(self, values: dict[str, float], shares_measured: bool = False) -> None:
+        if shares_measured:
+            warning = self.judge.anchor_warning(self.shares, self.anchors)
+            if warning:
+                log.warning("%s", warning)
         for name, terms in self.terms_of.items():
             prefix = f"health/{name}/"
             figures = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
