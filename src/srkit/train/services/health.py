@@ -49,7 +49,7 @@ BLIND_ADVICE = (
 
 ANCHOR_ADVICE = (
     "colours and brightness drift within tens of steps (watch val/colour_mean_de); what "
-    "usually helps: raise the weight of {anchors} or lower the others' until {they} hold a "
+    "usually helps: raise the weight of {anchors} or lower the others' until {they} a "
     "few per cent of it (benchmarks/RESULTS.md: 0.06 % drifted by 19 ΔE in 20 steps, 6 % "
     "held)"
 )
@@ -101,7 +101,9 @@ class HealthJudge:
         others = {t: v for t, v in shares.items() if t not in measured}
         shown = ", ".join(f"{t} {100 * v:.3g} %" for t, v in others.items())
         names = ", ".join(measured)
-        advice = ANCHOR_ADVICE.format(anchors=names, they="it" if len(measured) == 1 else "they")
+        advice = ANCHOR_ADVICE.format(
+            anchors=names, they="it holds" if len(measured) == 1 else "they hold"
+        )
         return (
             f"health: the terms that hold colours ({names}) have {100 * share:.3g} % of the "
             f"generator's gradient ({shown}): {advice}"
