@@ -4,7 +4,10 @@ on region swaps how well its map points at the swapped regions, its gradient nor
 loss term drives the generator (each term's share of the gradient at G's output, measured every
 ``logging.health.gradient_every`` steps), to the console, TensorBoard and metrics.jsonl as
 ``health/<network>/<figure>``. A one-line warning names a discriminator that has collapsed, no
-longer points at swapped regions, or wins outright for ``logging.health.patience`` consecutive logs, and what usually helps.
+longer points at swapped regions, or wins outright for ``logging.health.patience`` consecutive
+logs, and what usually helps; another names the terms that hold the output's colours (pixel
+distances between images, the colour term) when the other terms drown them out
+(``logging.health.anchor_share``), because colours then drift within tens of steps.
 
 The figures are defined in :mod:`srkit.losses.judgement`; reading them: docs/gan-health.md.
 Figures are means over the steps since the last log, of the main process's share of the batch
@@ -145,7 +148,7 @@ class Health(Service):
         anchors = [t.name for t in weighted if t.anchors_colour()]
         self.anchors = anchors if len(anchors) < len(weighted) else []
         # (One weighted term has the whole gradient: nothing to measure.)
-        if self.cfg.enabled and sum(1 for t in run.terms if t.weight) > 1:
+        if self.cfg.enabled and len(weighted) > 1:
             run.optimise.output_gradient_every = self.cfg.gradient_every
 
     def observe_step(self, run: Trainer, result: StepResult) -> None:
