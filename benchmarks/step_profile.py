@@ -47,13 +47,23 @@ BACKWARD_PREFIX = "autograd::engine::evaluate_function"
 KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("conv", ("conv", "mkldnn_convolution")),
     ("cat", ("aten::cat",)),
-    ("copy / reorder", ("aten::copy_", "aten::clone", "aten::contiguous", "aten::_to_copy")),
-    ("copy / reorder", ("reorder", "to_mkldnn", "to_dense")),
+    (
+        "copy / reorder",
+        (
+            "aten::copy_",
+            "aten::clone",
+            "aten::contiguous",
+            "aten::_to_copy",
+            "reorder",
+            "to_mkldnn",
+            "to_dense",
+        ),
+    ),
 )
 #: The self time of the ranges this module adds (``net:``/``phase:``): Python between the ops of a
 #: forward or a pass (module calls, hooks, the profiler's own cost), no aten op.
 BETWEEN_OPS = "between ops"
-KIND_NAMES = (*dict.fromkeys(kind for kind, _ in KINDS), "other", BETWEEN_OPS)
+KIND_NAMES = (*(kind for kind, _ in KINDS), "other", BETWEEN_OPS)
 
 
 def op_kind(name: str) -> str:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -55,12 +54,6 @@ from _spandrel import spandrel_available, spandrel_search_path
 
 #: srkit's output must stay this close (PSNR, dB) to spandrel's fp32 output (issue 17).
 MIN_PSNR_DB = 45.0
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR (dB, peak 1) between two images in [0, 1]."""
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def build_weights(args: argparse.Namespace, folder: Path) -> Path:
@@ -184,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--device cuda: no CUDA device visible")
     cpu_clock = args.clock or ("cpu" if device.type == "cpu" and args.threads == 1 else "wall")
     cpu_clock = cpu_clock == "cpu"
+    from upscale import psnr  # PSNR (dB, peak 1) of two [0, 1] images
+
     from srkit.infer.api import DEFAULT_OVERLAP, upscale_tensor
     from srkit.infer.tiling import auto_tile, auto_tile_batch
 

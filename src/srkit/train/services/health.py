@@ -174,21 +174,20 @@ class Health(Service):
             return {}
         values = {k: float(torch.stack(v).float().mean()) for k, v in self.pending.items() if v}
         self.pending.clear()
-        if self.shares_new:
+        shares_measured = self.shares_new
+        if shares_measured:
             values.update({f"health/generator/share/{t}": s for t, s in self.shares.items()})
             self.shares_new = False
         if values:
             log.info("health at step %d  %s", run.step, console_line(values))
-            self.warn(
-                values, shares_measured=any(k.startswith("health/generator/share/") for k in values)
-            )
+            if shares_measured:
+                warning = self.judge.anchor_warning(self.shares, self.anchors)
+                if warning:
+                    log.warning("%s", warning)
+            self.warn(values)
         return values
 
-    def warn(self, values: dict[str, float], shares_measured: bool = False) -> None:
-        if shares_measured:
-            warning = self.judge.anchor_warning(self.shares, self.anchors)
-            if warning:
-                log.warning("%s", warning)
+    def warn(self, values: dict[str, float]) -> None:
         for name, terms in self.terms_of.items():
             prefix = f"health/{name}/"
             figures = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
