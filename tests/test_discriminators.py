@@ -247,3 +247,16 @@ def test_constructor_arguments_are_documented_config_keys(name):
         assert parameter.default is not inspect.Parameter.empty, parameter.name
         assert parameter.name in documented, parameter.name
     assert documented == set(signature.parameters)
+
+
+@pytest.mark.parametrize("name", DISCRIMINATORS)
+def test_unnormalised_discriminators_pass_a_faint_input_on_to_their_logits(name):
+    # Image detail (`detail(hr)`) has a standard deviation of a few hundredths. With PyTorch's
+    # default init a norm-free pixel discriminator answered it with logit changes ~1e-6 (its
+    # gradients started near 1e-3 and it never learned); the Kaiming init keeps the scale.
+    torch.manual_seed(0)
+    network = build_network(name, **{**SMALL[name], "nf": 8}, norm="none")
+    faint = 0.03 * torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        response = network(faint) - network(torch.zeros_like(faint))
+    assert response.std() > 0.06 * faint.std()

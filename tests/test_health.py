@@ -223,6 +223,7 @@ def test_the_judge_warns_when_the_colour_anchors_are_drowned_out():
         ({"type": "pixel"}, True),
         ({"type": "pixel", "input": "down(sr)", "target": "lr"}, True),
         ({"type": "pixel", "input": "grad(sr)", "target": "grad(hr)"}, False),
+        ({"type": "pixel", "input": "detail(sr)", "target": "detail(hr)"}, False),
         ({"type": "colour"}, True),
         ({"type": "gan"}, False),
     ],

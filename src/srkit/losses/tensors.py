@@ -1,8 +1,8 @@
 """Named tensors of one training chunk, addressed by small expressions.
 
 Loss terms say *what* they compare as text: ``sr``, ``hr``, ``grad(sr)``, ``down(sr)``,
-``featurenet(up(lr))``. Base names are the batch entries (``lr``, ``hr``) and the generator's
-named outputs (``sr``, ``grad_branch``, ...). A function name is either a built-in view below or
+``detail(hr)``, ``featurenet(up(lr))``. Base names are the batch entries (``lr``, ``hr``) and the
+generator's named outputs (``sr``, ``grad_branch``, ...). A function name is either a built-in view below or
 a frozen network declared in the config's ``networks``. Each expression is evaluated once per
 chunk and cached, so two terms reading ``grad(hr)`` share one computation.
 
@@ -69,7 +69,21 @@ def builtin_views(scale: int) -> dict[str, View]:
         weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
         return (x * weights).sum(dim=1, keepdim=True).expand_as(x).contiguous()
 
-    return {"grad": grad, "up": up, "down": down, "grey": grey, "detach": torch.Tensor.detach}
+    def detail(x: torch.Tensor) -> torch.Tensor:
+        # What the LR does not fix: the image minus its bicubic down-and-up round trip. Near
+        # zero on flat regions and colours; what a discriminator should judge (a D on the whole
+        # image spends its first steps on content and colour, docs/gan-health.md).
+        smooth = F.interpolate(down(x), size=x.shape[-2:], mode="bicubic", align_corners=False)
+        return x - smooth
+
+    return {
+        "grad": grad,
+        "up": up,
+        "down": down,
+        "grey": grey,
+        "detail": detail,
+        "detach": torch.Tensor.detach,
+    }
 
 
 #: Built-in views that keep an image's colours (resampling, luma, detach): a pixel distance

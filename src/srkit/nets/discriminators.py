@@ -21,6 +21,11 @@ Normalisation is configurable everywhere (``norm``): ``batch``, ``group`` (Group
 groups, the seed's choice), ``spectral`` (spectral normalisation of the weights, no activation
 normalisation) or ``none``. Convolutions followed by batch/group norm carry no bias (the norm's
 shift makes it redundant); others do, except where a released checkpoint layout says otherwise.
+With ``norm: none`` nothing rescales the activations, so the convs and linear layers get the
+Kaiming initialisation for LeakyReLU(0.2) (:func:`init_unnormalised`); PyTorch's default init
+shrinks the signal by about 1.7x per layer, and through a pixel discriminator's ~20 layers the
+gradients start near 1e-3 and the discriminator never gets going (benchmarks/RESULTS.md,
+"Why the pixel discriminators did not learn").
 """
 
 from __future__ import annotations
@@ -74,6 +79,21 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
 def maybe_spectral(module: nn.Module, norm: str) -> nn.Module:
     """Wrap ``module``'s weight in spectral normalisation when ``norm == "spectral"``."""
     return spectral_norm(module) if norm == "spectral" else module
+
+
+def init_unnormalised(module: nn.Module, norm: str) -> None:
+    """Kaiming-normal init for LeakyReLU(0.2) of every conv/linear in ``module`` if ``norm`` is none.
+
+    Keeps the activations' scale from layer to layer where no normalisation does it. Modules
+    built afterwards (the switched discriminator's switch, with its own init) are untouched.
+    """
+    if norm != "none":
+        return
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)) and not layer.weight.is_meta:
+            nn.init.kaiming_normal_(layer.weight, a=LRELU_SLOPE, nonlinearity="leaky_relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 class ConvNormAct(nn.Sequential):
@@ -195,6 +215,7 @@ class VGGDiscriminator(nn.Module):
             nn.LeakyReLU(LRELU_SLOPE, inplace=True),
             maybe_spectral(nn.Linear(hidden, 1), norm),
         )
+        init_unnormalised(self, norm)
         self.register_load_state_dict_pre_hook(_legacy_spectral_pre_hook)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -278,6 +299,7 @@ class PixelDiscriminator(nn.Module):
         self.head16 = _LogitHead(widths[2], norm)
         self.fuse8 = _UpFuse(widths[2], widths[2], widths[2], norm)
         self.head8 = _LogitHead(widths[2], norm)
+        init_unnormalised(self, norm)
         self.register_load_state_dict_pre_hook(_legacy_spectral_pre_hook)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -361,6 +383,7 @@ class UNetDiscriminator(nn.Module):
         self.conv7, self.norm7 = conv(head_in, nf, 3, 1), norm_layer(norm, nf)
         self.conv8, self.norm8 = conv(nf, nf, 3, 1), norm_layer(norm, nf)
         self.conv9 = nn.Conv2d(nf, 1, 3, 1, 1)
+        init_unnormalised(self, norm)
         self.register_load_state_dict_pre_hook(_legacy_spectral_pre_hook)
 
     @staticmethod

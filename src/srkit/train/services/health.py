@@ -35,9 +35,10 @@ log = logging.getLogger("srkit.train")
 
 COLLAPSE_ADVICE = (
     "it no longer tells generated from real, so the generator learns nothing from it; what "
-    "usually helps: a higher D learning rate than G's (TTUR), a gradient penalty or spectral "
-    "norm instead of instance noise, a smaller adversarial weight, or D steps before G's "
-    "(train.d_init_iters)"
+    "usually helps: let it judge detail (the term's real: detail(hr), fake: [detail(sr)]) "
+    "with the discriminator's norm: none, as group/batch norm divide out how much detail an "
+    "image has; a gradient penalty or spectral norm instead of instance noise; a smaller "
+    "adversarial weight; or D steps before G's (train.d_init_iters)"
 )
 WIN_ADVICE = (
     "its verdicts saturate and give the generator no gradient; what usually helps: a lower D "
