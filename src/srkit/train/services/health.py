@@ -47,8 +47,9 @@ WIN_ADVICE = (
 )
 BLIND_ADVICE = (
     "it judges whole images, so the generator is not told where it fails; what usually "
-    "helps: D steps alone first (train.d_init_iters), a higher D learning rate (TTUR), less "
-    "instance noise (train.d_noise), or larger swapped rectangles (the term's min_size)"
+    "helps: swaps in every chunk (the term's swap_probability: 1) and rectangles of several "
+    "output cells (its min_size), D steps alone first (train.d_init_iters), or less instance "
+    "noise (train.d_noise)"
 )
 
 ANCHOR_ADVICE = (
