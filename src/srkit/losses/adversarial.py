@@ -110,6 +110,16 @@ def _map_picture(logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return probability[0].expand(3, -1, -1)
 
 
+def _judged_pictures(real: torch.Tensor, fake: torch.Tensor) -> list[torch.Tensor]:
+    """The judged images as pictures: images as they are; signed views (``detail(...)``,
+    ``grad(...)``) around mid-grey on one scale for both, so that their amounts compare."""
+    real, fake = real.float(), fake.float()
+    if min(real.min(), fake.min()) >= 0:
+        return [real.clamp(0, 1), fake.clamp(0, 1)]
+    scale = torch.maximum(real.abs().max(), fake.abs().max()).clamp(min=1e-8)
+    return [(0.5 + 0.5 * x / scale).clamp(0, 1) for x in (real, fake)]
+
+
 class GanTerm(LossTerm):
     def __init__(self, config: GanTermConfig, context: BuildContext) -> None:
         super().__init__(config)
@@ -250,14 +260,14 @@ class GanTerm(LossTerm):
         """pixgan, latest D step: swapped real | swapped fake | real-label map | D(real') | D(fake').
 
         D's maps are sigmoid probabilities on the same 0..1 grey scale (white = judged real).
+        Signed inputs (a D that judges ``detail(hr)``) are drawn around mid-grey.
         """
         if not self._latest:
             return {}
         real, fake, real_logits, fake_logits, real_map = self._latest
         height, width = real.shape[-2:]
         row = [
-            real[0].float().clamp(0, 1),
-            fake[0].float().clamp(0, 1),
+            *_judged_pictures(real[0], fake[0]),
             real_map[0].float().expand(3, -1, -1),
             _map_picture(real_logits, height, width),
             _map_picture(fake_logits, height, width),
