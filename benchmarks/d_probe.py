@@ -114,9 +114,10 @@ def probe(
         per_logit = ((real > 0).float().mean() + (fake < 0).float().mean()).item() / 2
         real_mean, fake_mean = real.flatten(1).mean(1), fake.flatten(1).mean(1)
         per_patch = ((real_mean > 0).float().mean() + (fake_mean < 0).float().mean()).item() / 2
+        gap = (real_mean - fake_mean).mean().item()
         print(
-            f"{label} {variant} step {step}: train loss {loss.item():.3f}, held-out accuracy per logit "
-            f"{per_logit:.3f} per patch {per_patch:.3f}, logit gap {(real_mean - fake_mean).mean().item():.3f}, "
+            f"{label} {variant} step {step}: train loss {loss.item():.3f}, held-out accuracy "
+            f"per logit {per_logit:.3f} per patch {per_patch:.3f}, logit gap {gap:.3f}, "
             f"grad norm {grad_norm.item():.3g} ({time.time() - started:.0f} s)",
             flush=True,
         )
@@ -147,7 +148,8 @@ def main() -> None:
     train = patch_bank(generator, hr_files, args.lr, args.train_patches, 1, args.scale)
     test = patch_bank(generator, hr_files, args.lr, args.test_patches, 2, args.scale)
     print(
-        f"yardstick: a threshold on Laplacian energy, held-out accuracy {energy_yardstick(train, test):.3f}"
+        "yardstick: a threshold on Laplacian energy, held-out accuracy "
+        f"{energy_yardstick(train, test):.3f}"
     )
     detail = builtin_views(args.scale)["detail"]
     for kind in args.input:

@@ -2,9 +2,9 @@
 
 Loss terms say *what* they compare as text: ``sr``, ``hr``, ``grad(sr)``, ``down(sr)``,
 ``detail(hr)``, ``featurenet(up(lr))``. Base names are the batch entries (``lr``, ``hr``) and the
-generator's named outputs (``sr``, ``grad_branch``, ...). A function name is either a built-in view below or
-a frozen network declared in the config's ``networks``. Each expression is evaluated once per
-chunk and cached, so two terms reading ``grad(hr)`` share one computation.
+generator's named outputs (``sr``, ``grad_branch``, ...). A function name is either a built-in
+view below or a frozen network declared in the config's ``networks``. Each expression is
+evaluated once per chunk and cached, so two terms reading ``grad(hr)`` share one computation.
 
 This indirection is what keeps method names out of the trainer: SPSR's gradient terms are the
 pixel and GAN terms pointed at ``grad(...)`` expressions, disjoint training points them at LR

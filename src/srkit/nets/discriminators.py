@@ -82,7 +82,7 @@ def maybe_spectral(module: nn.Module, norm: str) -> nn.Module:
 
 
 def init_unnormalised(module: nn.Module, norm: str) -> None:
-    """Kaiming-normal init for LeakyReLU(0.2) of every conv/linear in ``module`` if ``norm`` is none.
+    """Kaiming-normal init for LeakyReLU(0.2) of each conv/linear in ``module`` if ``norm`` is none.
 
     Keeps the activations' scale from layer to layer where no normalisation does it. Modules
     built afterwards (the switched discriminator's switch, with its own init) are untouched.
