@@ -44,6 +44,14 @@ srg2)
         --set networks.generator.temperature_final_step=890 \
         --set "train.ema={decay: 0.995, warmup_steps: 100}" \
         --set logging.val_every=333 --set logging.checkpoint_every=665
+    # The same budget for a deeper, narrower switch setting (depth 6 of 4 transforms instead of
+    # depth 3 of 8: about the same time per step, twice the main path's depth).
+    train srg2_psnr_eq_deep srg2_psnr_x4 --set train.iterations=1330 \
+        --set "train.schedule={type: cosine, periods: [1330], eta_min: 1.0e-6, warmup: 50}" \
+        --set networks.generator.temperature_final_step=890 \
+        --set "train.ema={decay: 0.995, warmup_steps: 100}" \
+        --set networks.generator.depth=6 --set networks.generator.transforms=4 \
+        --set logging.val_every=333 --set logging.checkpoint_every=665
     ;;
 recipes)
     EVERY=(--set logging.val_every=100 --set logging.print_every=10)
@@ -60,7 +68,8 @@ recipes)
 report)
     R=$W/dhealth
     $PY -m srkit validate "$START" "$R/switched_d_x4/checkpoints/step_00000300" \
-        "$R/srg2_psnr_eq/checkpoints/step_00001330" "$R/srg2_pixgan_x4/checkpoints/step_00000300" \
+        "$R/srg2_psnr_eq/checkpoints/step_00001330" "$R/srg2_psnr_eq_deep/checkpoints/step_00001330" \
+        "$R/srg2_pixgan_x4/checkpoints/step_00000300" \
         "$R/spsr_psnr_x4/checkpoints/step_00000300" "$R/spsr_x4/checkpoints/step_00000200" \
         --hr "$W/dataset/heldout_report/hr" --lr "$W/dataset/heldout_report/lr_x4" \
         --lpips "$LPIPS_LIN" --lpips-vgg "$VGG16" --bicubic --cpu --per-image
