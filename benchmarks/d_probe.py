@@ -25,12 +25,12 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 import srkit.nets  # noqa: F401  (registers every network)
+from srkit.data.io import read_rgb
+from srkit.evaluation import sr_output
 from srkit.infer.api import load_model
 from srkit.losses.tensors import builtin_views
 from srkit.nets.registry import build_network
@@ -50,19 +50,17 @@ def patch_bank(
     hrs, srs = [], []
     for _ in range(count):
         path = rng.choice(hr_files)
-        hr = np.asarray(Image.open(path).convert("RGB"))
-        lr = np.asarray(Image.open(lr_dir / path.name).convert("RGB"))
+        hr, lr = read_rgb(path), read_rgb(lr_dir / path.name)
         top = rng.randrange(0, lr.shape[0] - lr_size)
         left = rng.randrange(0, lr.shape[1] - lr_size)
         lr_patch = lr[top : top + lr_size, left : left + lr_size]
         hr_patch = hr[
             scale * top : scale * (top + lr_size), scale * left : scale * (left + lr_size)
         ]
-        lr_tensor = torch.from_numpy(lr_patch.copy()).permute(2, 0, 1).float() / 255
+        lr_tensor = torch.from_numpy(lr_patch.copy()).permute(2, 0, 1)
         with torch.no_grad():
-            output = generator(lr_tensor[None])
-        sr = output["sr"] if isinstance(output, dict) else output
-        hrs.append(torch.from_numpy(hr_patch.copy()).permute(2, 0, 1).float() / 255)
+            sr = sr_output(generator(lr_tensor[None]))
+        hrs.append(torch.from_numpy(hr_patch.copy()).permute(2, 0, 1))
         srs.append(sr.clamp(0, 1)[0])
     return torch.stack(hrs), torch.stack(srs)
 

@@ -40,13 +40,16 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def scaled_kaiming_init(
-    modules: nn.Module | Iterable[nn.Module], scale: float = 1.0, bias_fill: float = 0.0
+    modules: nn.Module | Iterable[nn.Module],
+    scale: float = 1.0,
+    bias_fill: float = 0.0,
+    negative_slope: float = 0.0,
 ) -> None:
     """Kaiming-normal init of every Conv2d/Linear inside ``modules``, weights times ``scale``.
 
     With ``scale=0.1`` this is ESRGAN's initialisation of its dense blocks: the branch starts
     close to zero, so a residual block begins as (almost) the identity. Biases are filled with
-    ``bias_fill``.
+    ``bias_fill``. ``negative_slope`` is that of the LeakyReLU the layers feed (0: ReLU gain).
     """
     if isinstance(modules, nn.Module):
         modules = [modules]
@@ -54,7 +57,7 @@ def scaled_kaiming_init(
         for module in root.modules():
             # Meta tensors (shape-only builds used by architecture detection) need no init.
             if isinstance(module, (nn.Conv2d, nn.Linear)) and not module.weight.is_meta:
-                nn.init.kaiming_normal_(module.weight)
+                nn.init.kaiming_normal_(module.weight, a=negative_slope)
                 module.weight.mul_(scale)
                 if module.bias is not None:
                     module.bias.fill_(bias_fill)

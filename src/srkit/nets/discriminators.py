@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from srkit.nets.blocks import scaled_kaiming_init
 from srkit.nets.constraints import AtLeast, MultipleOf, NonNegative, Positive
 from srkit.nets.registry import register_network
 from srkit.nets.switch import Switch
@@ -87,13 +88,8 @@ def init_unnormalised(module: nn.Module, norm: str) -> None:
     Keeps the activations' scale from layer to layer where no normalisation does it. Modules
     built afterwards (the switched discriminator's switch, with its own init) are untouched.
     """
-    if norm != "none":
-        return
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.Linear)) and not layer.weight.is_meta:
-            nn.init.kaiming_normal_(layer.weight, a=LRELU_SLOPE, nonlinearity="leaky_relu")
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
+    if norm == "none":
+        scaled_kaiming_init(module, negative_slope=LRELU_SLOPE)
 
 
 class ConvNormAct(nn.Sequential):
