@@ -514,6 +514,14 @@ simple(
     mask=(r"(?<=; available: ).*$",),
 )
 simple(
+    "config-malformed-expression",
+    "config",
+    "A tensor expression is not a name or nested calls.",
+    "losses.0.input: malformed tensor expression 'detail(sr'; write a name such as 'sr' or "
+    "nested calls such as 'grad(sr)'",
+    setting(("losses.0.input", "detail(sr")),
+)
+simple(
     "config-restart-weights",
     "config",
     "More restart weights than restarts in a schedule.",

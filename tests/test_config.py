@@ -118,6 +118,13 @@ def test_unknown_function_in_expression(make_config):
     assert "losses.0.input" in message and "unknown function 'gard'" in message
 
 
+def test_a_malformed_expression_names_its_key(make_config):
+    raw = make_config()
+    raw["losses"][0]["input"] = "detail(sr"
+    message = error_of(raw)
+    assert "losses.0.input" in message and "malformed tensor expression 'detail(sr'" in message
+
+
 def test_overrides_set_nested_values_and_list_items(make_config, tmp_path):
     path = tmp_path / "run.yml"
     path.write_text(yaml.safe_dump(make_config()))

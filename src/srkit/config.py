@@ -1167,14 +1167,14 @@ def check_config(config: Any, source: str = "<config>") -> None:
             values = value if isinstance(value, (list, tuple)) else [value]
             if field_name in ("input", "target", "real", "fake", "source", "reference"):
                 for expression in values:
+                    # Malformed or unknown first; `ema` without train.ema gets its own advice.
+                    where = f"{source}: losses.{index}.{field_name}"
+                    check_expression(expression, functions | {"ema"}, where)
                     if "ema" not in functions and "ema" in parse_expression(expression)[:-1]:
                         fail(
                             f"losses.{index}.{field_name}: '{expression}' reads the averaged "
                             "generator, which needs train.ema (e.g. {decay: 0.999})"
                         )
-                    check_expression(
-                        expression, functions, f"{source}: losses.{index}.{field_name}"
-                    )
 
     for name, picture in config.logging.pictures.items():
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):

@@ -97,8 +97,13 @@ def keeps_colour(expression: str) -> bool:
 
 
 def check_expression(expression: str, functions: set[str], where: str) -> None:
-    """Raise ConfigError naming ``where`` if the expression calls an unknown function."""
-    for function in parse_expression(expression)[:-1]:
+    """Raise ConfigError naming ``where`` if the expression is malformed or calls an unknown
+    function."""
+    try:
+        parts = parse_expression(expression)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    for function in parts[:-1]:
         if function not in functions:
             raise ConfigError(
                 f"{where}: unknown function '{function}' in '{expression}'; "
